@@ -1,0 +1,29 @@
+"""xprompt-jax: prompt tuning, XPrompt and EPT on frozen T5 models in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name="xprompt-jax",
+    version="0.1.0",
+    description="Prompt tuning, XPrompt and EPT on frozen T5X-compatible T5 models in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["xprompt_jax", "xprompt_jax.*", "tasks", "tasks.*"]),
+    package_data={"": ["*.gin"]},
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax>=0.2.3",
+        "orbax-checkpoint>=0.11",
+        "tensorstore>=0.1.65",
+        "numpy>=1.26",
+        "msgpack>=1.0",
+        "safetensors>=0.4",
+        "gin-config>=0.5",
+    ],
+    extras_require={
+        # PyTorch (CPU build) and transformers: reference tests against Hugging Face's T5.
+        "test": ["pytest>=7", "torch==2.13.0", "transformers>=4.40"],
+    },
+    entry_points={"console_scripts": ["xprompt-jax=xprompt_jax.main:main"]},
+)

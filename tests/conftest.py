@@ -1,0 +1,29 @@
+"""Shared fixtures. Files in ../shared are read where they lie; a user's clone has no ../shared, so
+tests that need it skip there, and CI (XPROMPT_REQUIRE_SHARED=1, set by .ci/run) fails instead."""
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = pathlib.Path(os.environ.get("XPROMPT_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> pathlib.Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        message = f"{path} not found: the ../shared folder beside the checkout holds the fixtures"
+        if os.environ.get("XPROMPT_REQUIRE_SHARED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def t5x_tiny_dir() -> pathlib.Path:
+    return shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")
+
+
+@pytest.fixture(params=["hf_t5_v1_0_tiny", "hf_t5_v1_1_tiny"])
+def hf_fixture_dir(request) -> pathlib.Path:
+    return shared_path("fixtures", request.param)

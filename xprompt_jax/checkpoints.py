@@ -1,0 +1,145 @@
+"""One call to read any T5 checkpoint a researcher has: ``load_t5_checkpoint(path, config)``.
+
+Formats, detected from the files present:
+  * T5X msgpack: ``<dir>/checkpoint`` (leaves inline or tensorstore/zarr folders beside it);
+  * T5X Orbax: ``<dir>/_METADATA`` / ``_CHECKPOINT_METADATA`` / ``manifest.ocdbt``;
+  * Hugging Face: ``<dir>/config.json`` with safetensors or ``pytorch_model.bin`` weights.
+A T5X run folder (holding ``checkpoint_N`` sub-folders) resolves to its latest step. Paths may be
+local or ``gs://``. Every parameter is checked against the config before anything is returned.
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+from flax import traverse_util
+
+from xprompt_jax.errors import CheckpointError
+from xprompt_jax.models.config import NAMED_CONFIGS, T5Config, t5_config
+from xprompt_jax.models.t5 import param_shapes
+from xprompt_jax.t5_import import huggingface, storage, t5x
+
+_STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
+
+
+def detect_format(path: str) -> str:
+    """'t5x_msgpack', 't5x_orbax' or 'huggingface'; a clear error for anything else."""
+    if not storage.is_remote(path) and not storage.is_directory(path):
+        raise CheckpointError(f"No checkpoint at {path}: the path does not exist or is not a folder")
+    if huggingface.is_huggingface_folder(path):
+        return "huggingface"
+    if any(storage.exists(path, marker) for marker in t5x.ORBAX_MARKERS):
+        return "t5x_orbax"
+    if storage.exists(path, t5x.MSGPACK_FILE):
+        return "t5x_msgpack"
+    raise CheckpointError(
+        f"{path} is not a checkpoint this project reads: expected a T5X '{t5x.MSGPACK_FILE}' file, an Orbax "
+        f"checkpoint ({', '.join(t5x.ORBAX_MARKERS)}) or a Hugging Face folder ({huggingface.CONFIG_FILE} + "
+        "model.safetensors), or a T5X run folder with checkpoint_N sub-folders")
+
+
+def latest_step_dir(path: str) -> Optional[str]:
+    """The ``checkpoint_N`` sub-folder with the largest N, when ``path`` is a T5X run folder."""
+    steps = [(int(m.group(1)), name) for name in storage.list_names(path) if (m := _STEP_DIR.match(name))]
+    return storage.join(path, max(steps)[1]) if steps else None
+
+
+def _resolve_config(config: Union[T5Config, str, None]) -> Optional[T5Config]:
+    if config is None or isinstance(config, T5Config):
+        return config
+    return t5_config(config)
+
+
+def _guess_names(shapes: Dict[str, tuple]) -> list:
+    """Named configs whose every parameter shape equals the checkpoint's (for error messages)."""
+    matches = []
+    for name, cfg in NAMED_CONFIGS.items():
+        expected = traverse_util.flatten_dict(param_shapes(cfg), sep="/")
+        if expected.keys() == shapes.keys() and all(tuple(v.shape) == shapes[k] for k, v in expected.items()):
+            matches.append(name)
+    return matches
+
+
+def check_params(flat: Dict[str, np.ndarray], config: T5Config, source: str) -> None:
+    """Every parameter present, none extra, every shape equal to what ``config`` builds."""
+    expected = traverse_util.flatten_dict(param_shapes(config), sep="/")
+    embedding = flat.get("token_embedder/embedding")
+    if embedding is not None and embedding.shape[0] != config.vocab_size:
+        raise CheckpointError(
+            f"Vocabulary mismatch in {source}: token_embedder/embedding has {embedding.shape[0]} rows, the "
+            f"config's vocab_size is {config.vocab_size}. Use the vocabulary the checkpoint was trained "
+            "with, or set vocab_size to match")
+    missing = sorted(set(expected) - set(flat))
+    if missing:
+        raise CheckpointError(f"{source} lacks parameters the config needs ({config.variant}, "
+                              f"{config.num_encoder_layers}+{config.num_decoder_layers} layers): "
+                              f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+    extra = sorted(set(flat) - set(expected))
+    if extra:
+        raise CheckpointError(f"{source} has parameters the config does not build: "
+                              f"{', '.join(extra[:6])}{' ...' if len(extra) > 6 else ''}. Is it a different "
+                              "variant (T5 1.0 vs 1.1) or depth?")
+    for name, spec in sorted(expected.items()):
+        found = tuple(flat[name].shape)
+        if found != tuple(spec.shape):
+            raise CheckpointError(f"Shape mismatch in {source}: parameter {name} has shape {found}, the config "
+                                  f"expects {tuple(spec.shape)}")
+
+
+def load_t5_checkpoint(path: str, config: Union[T5Config, str, None] = None,
+                       param_dtype: Optional[str] = None) -> Tuple[T5Config, dict]:
+    """Read a T5 checkpoint; return its ``T5Config`` and the nested T5X parameter tree (NumPy).
+
+    ``config`` (a ``T5Config`` or a name such as ``'t5_1_1_base'``) is required for T5X checkpoints,
+    which carry none; for Hugging Face folders it is read from ``config.json`` and, if given, must
+    agree. Parameters are cast to ``param_dtype`` (default: the config's).
+    """
+    path = str(path)
+    wanted = _resolve_config(config)
+    if not storage.is_remote(path) and storage.is_directory(path) and not _has_marker(path):
+        latest = latest_step_dir(path)
+        if latest is not None:
+            path = latest
+    fmt = detect_format(path)
+    if fmt == "huggingface":
+        found_config, flat = huggingface.read_huggingface_folder(path)
+        if wanted is not None:
+            found_config = _merge_runtime_fields(found_config, wanted)
+    else:
+        flat = t5x.read_msgpack_checkpoint(path) if fmt == "t5x_msgpack" else t5x.read_orbax_checkpoint(path)
+        if wanted is None:
+            guesses = _guess_names({k: tuple(v.shape) for k, v in flat.items()})
+            hint = f" Its shapes match: {', '.join(guesses)}." if guesses else ""
+            raise CheckpointError(
+                f"{path} is a T5X checkpoint, which stores no architecture: pass config= a size name "
+                f"(e.g. 't5_1_1_base') or a T5Config, or bind t5_config.name in gin.{hint}")
+        found_config = wanted
+    check_params(flat, found_config, path)
+    if param_dtype is not None:
+        found_config = found_config.replace(param_dtype=param_dtype)
+    flat = {k: _cast(v, found_config.param_dtype) for k, v in flat.items()}
+    return found_config, traverse_util.unflatten_dict(flat, sep="/")
+
+
+def _cast(value: np.ndarray, dtype_name: str) -> np.ndarray:
+    import jax.numpy as jnp
+
+    dtype = jnp.dtype(dtype_name)
+    return value if value.dtype == dtype else np.asarray(value).astype(dtype)
+
+
+def _has_marker(path: str) -> bool:
+    names = (t5x.MSGPACK_FILE, huggingface.CONFIG_FILE) + t5x.ORBAX_MARKERS
+    return any(storage.exists(path, n) for n in names)
+
+
+def _merge_runtime_fields(found: T5Config, wanted: T5Config) -> T5Config:
+    """Keep the checkpoint's architecture, take run-time choices (dtypes, dropout, remat) from ``wanted``."""
+    runtime = ("dtype", "param_dtype", "dropout_rate", "remat", "attention_implementation")
+    arch_fields = [f for f in T5Config.__dataclass_fields__ if f not in runtime]
+    differ = [f for f in arch_fields if getattr(found, f) != getattr(wanted, f)]
+    if differ:
+        details = ", ".join(f"{f}: checkpoint {getattr(found, f)!r} vs config {getattr(wanted, f)!r}" for f in differ)
+        raise CheckpointError(f"The checkpoint's config.json disagrees with the config given: {details}")
+    return found.replace(**{f: getattr(wanted, f) for f in runtime})

@@ -1,0 +1,137 @@
+"""T5 architecture hyper-parameters, with the named sizes of T5 1.0 and T5 1.1.
+
+Field names follow T5X's ``network.T5Config`` so that a T5X gin file's values carry over unchanged.
+A T5X checkpoint stores no config, so the importer checks every parameter shape against one of these.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence, Tuple
+
+import gin
+
+T5_VOCAB_SIZE = 32128  # 32,000 SentencePiece pieces + 100 sentinels, padded as T5 pads it.
+
+
+@gin.configurable(module="xprompt_jax")
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+    """Hyper-parameters of one T5 encoder-decoder.
+
+    ``dtype`` is the activation dtype; ``param_dtype`` the dtype parameters are created and kept in.
+    ``logits_via_embedding`` ties the output layer to ``token_embedder/embedding`` (T5 1.0); otherwise
+    ``decoder/logits_dense`` is its own matrix (T5 1.1). ``scale_logits`` multiplies the decoder output
+    by ``emb_dim ** -0.5`` before the output layer, which T5 1.0 does and T5 1.1 does not.
+    ``remat`` is 'none', 'full' (recompute each layer in the backward pass) or 'minimal' (keep only
+    matrix products without batch dimensions) and trades compute for memory on large models.
+    """
+
+    vocab_size: int = T5_VOCAB_SIZE
+    emb_dim: int = 512
+    num_heads: int = 6
+    num_encoder_layers: int = 8
+    num_decoder_layers: int = 8
+    head_dim: int = 64
+    mlp_dim: int = 1024
+    mlp_activations: Tuple[str, ...] = ("gelu", "linear")
+    logits_via_embedding: bool = False
+    scale_logits: bool = False
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    dropout_rate: float = 0.0
+    layer_norm_epsilon: float = 1e-6
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: str = "none"
+    attention_implementation: Optional[str] = None
+
+    def __post_init__(self):
+        # gin and JSON hand over lists; the config must stay hashable for jit.
+        object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+        if self.remat not in ("none", "full", "minimal"):
+            raise ValueError(f"T5Config.remat must be 'none', 'full' or 'minimal', got {self.remat!r}")
+        for act in self.mlp_activations:
+            if act not in ("relu", "gelu", "linear"):
+                raise ValueError(
+                    f"T5Config.mlp_activations: unknown activation {act!r} (use 'relu', 'gelu', 'linear')")
+
+    def replace(self, **changes) -> "T5Config":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def variant(self) -> str:
+        return "t5_1_0" if self.logits_via_embedding else "t5_1_1"
+
+
+# (num_heads, num_layers per stack, emb_dim, mlp_dim), METHODS.md section 1 and the T5 paper.
+_T5_1_1_SIZES = {
+    "small": (6, 8, 512, 1024),
+    "base": (12, 12, 768, 2048),
+    "large": (16, 24, 1024, 2816),
+    "xl": (32, 24, 2048, 5120),
+    "xxl": (64, 24, 4096, 10240),
+}
+# T5 1.0 adds head_dim: 3B and 11B use 128.
+_T5_1_0_SIZES = {
+    "small": (8, 6, 512, 2048, 64),
+    "base": (12, 12, 768, 3072, 64),
+    "large": (16, 24, 1024, 4096, 64),
+    "3B": (32, 24, 1024, 16384, 128),
+    "11B": (128, 24, 1024, 65536, 128),
+}
+# A test size: T5 1.1 shapes small enough for a CPU test in seconds.
+_TINY = dict(num_heads=4, num_encoder_layers=2, num_decoder_layers=2, emb_dim=32, head_dim=8, mlp_dim=64)
+
+
+def _t5_1_1(num_heads: int, layers: int, emb_dim: int, mlp_dim: int) -> T5Config:
+    return T5Config(num_heads=num_heads, num_encoder_layers=layers, num_decoder_layers=layers,
+                    emb_dim=emb_dim, mlp_dim=mlp_dim, head_dim=64, mlp_activations=("gelu", "linear"),
+                    logits_via_embedding=False, scale_logits=False)
+
+
+def _t5_1_0(num_heads: int, layers: int, emb_dim: int, mlp_dim: int, head_dim: int) -> T5Config:
+    return T5Config(num_heads=num_heads, num_encoder_layers=layers, num_decoder_layers=layers,
+                    emb_dim=emb_dim, mlp_dim=mlp_dim, head_dim=head_dim, mlp_activations=("relu",),
+                    logits_via_embedding=True, scale_logits=True)
+
+
+def _named_configs() -> dict:
+    named = {}
+    for size, dims in _T5_1_1_SIZES.items():
+        named[f"t5_1_1_{size}"] = _t5_1_1(*dims)
+    for size, dims in _T5_1_0_SIZES.items():
+        named[f"t5_1_0_{size}"] = _t5_1_0(*dims)
+    named["t5_1_1_tiny"] = T5Config(**_TINY)
+    named["t5_1_0_tiny"] = T5Config(**_TINY, mlp_activations=("relu",), logits_via_embedding=True,
+                                    scale_logits=True)
+    # google-research/prompt-tuning's test model (configs/test/t5_1_1_tiny.gin), the architecture of the
+    # real T5X checkpoint in ../shared/fixtures/t5x_t5_1_1_tiny.
+    named["t5_1_1_prompt_tuning_test"] = T5Config(
+        num_heads=2, head_dim=2, emb_dim=4, mlp_dim=8, num_encoder_layers=2, num_decoder_layers=2,
+        relative_attention_num_buckets=4, relative_attention_max_distance=8)
+    return named
+
+
+NAMED_CONFIGS = _named_configs()
+
+
+@gin.configurable(module="xprompt_jax")
+def t5_config(name: str = "t5_1_1_base", **overrides) -> T5Config:
+    """The config called ``name`` (``t5_1_1_base``, ``t5_1_0_small``, ``t5_1_1_tiny``...), with overrides.
+
+    A bare size (``base``) means T5 1.1, the family prompt tuning and XPrompt start from (the LM-adapted
+    checkpoints ``t5_1_1_lm100k_{size}`` share these shapes).
+    """
+    key = name if name in NAMED_CONFIGS else f"t5_1_1_{name}"
+    if key not in NAMED_CONFIGS:
+        raise ValueError(f"Unknown T5 size {name!r}; known: {', '.join(sorted(NAMED_CONFIGS))}")
+    return NAMED_CONFIGS[key].replace(**overrides)
+
+
+def describe(config: T5Config) -> str:
+    acts: Sequence[str] = config.mlp_activations
+    return (f"{config.variant}: {config.num_encoder_layers}+{config.num_decoder_layers} layers, "
+            f"d_model {config.emb_dim}, {config.num_heads} heads x {config.head_dim}, d_ff {config.mlp_dim}, "
+            f"mlp {'-'.join(acts)}, vocab {config.vocab_size}, "
+            f"logits {'tied to embedding' if config.logits_via_embedding else 'logits_dense'}"
+            f"{' scaled by d_model^-0.5' if config.scale_logits else ''}")
