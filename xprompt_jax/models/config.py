@@ -13,7 +13,6 @@ import gin
 T5_VOCAB_SIZE = 32128  # 32,000 SentencePiece pieces + 100 sentinels, padded as T5 pads it.
 
 
-@gin.configurable(module="xprompt_jax")
 @dataclasses.dataclass(frozen=True)
 class T5Config:
     """Hyper-parameters of one T5 encoder-decoder.
@@ -116,15 +115,20 @@ NAMED_CONFIGS = _named_configs()
 
 
 @gin.configurable(module="xprompt_jax")
-def t5_config(name: str = "t5_1_1_base", **overrides) -> T5Config:
-    """The config called ``name`` (``t5_1_1_base``, ``t5_1_0_small``, ``t5_1_1_tiny``...), with overrides.
+def t5_config(name: Optional[str] = None, variant: str = "t5_1_1", size: str = "base", **overrides) -> T5Config:
+    """A named T5 config with overrides; gin layers bind ``variant`` (models/) and ``size`` (sizes/).
 
-    A bare size (``base``) means T5 1.1, the family prompt tuning and XPrompt start from (the LM-adapted
-    checkpoints ``t5_1_1_lm100k_{size}`` share these shapes).
+    ``name`` is a full name (``t5_1_0_small``, ``t5_1_1_tiny``) or a bare size, which means T5 1.1,
+    the family prompt tuning and XPrompt start from (the LM-adapted checkpoints
+    ``t5_1_1_lm100k_{size}`` share these shapes). Without ``name``: ``{variant}_{size}``.
+    Any other keyword (``dtype='bfloat16'``, ``remat='full'``...) overrides a field.
     """
-    key = name if name in NAMED_CONFIGS else f"t5_1_1_{name}"
+    if name is None:
+        key = f"{variant}_{size}"
+    else:
+        key = name if name in NAMED_CONFIGS else f"t5_1_1_{name}"
     if key not in NAMED_CONFIGS:
-        raise ValueError(f"Unknown T5 size {name!r}; known: {', '.join(sorted(NAMED_CONFIGS))}")
+        raise ValueError(f"Unknown T5 config {name or key!r}; known: {', '.join(sorted(NAMED_CONFIGS))}")
     return NAMED_CONFIGS[key].replace(**overrides)
 
 

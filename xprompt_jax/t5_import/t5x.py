@@ -99,12 +99,10 @@ def read_orbax_checkpoint(checkpoint_dir: str) -> Dict[str, np.ndarray]:
     try:
         metadata = checkpointer.metadata(path)
         tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata
-        target = _target_tree(tree, path)
-        # Restore the parameter subtree only, as NumPy, whatever sharding it was saved with.
-        np_args = _map_leaves(target, lambda _: ocp.RestoreArgs(restore_type=np.ndarray))
-        wrapped, restore_args = _wrap_like(tree, target, np_args)
-        restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-            item=wrapped, restore_args=restore_args, partial_restore=True))
+        _target_tree(tree, path)  # fail before reading anything if there are no parameters
+        # Every leaf as NumPy, whatever sharding it was saved with (the saving mesh may not exist here).
+        restore_args = _map_leaves(tree, lambda _: ocp.RestoreArgs(restore_type=np.ndarray))
+        restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
     except CheckpointError:
         raise
     except Exception as err:
@@ -115,18 +113,5 @@ def read_orbax_checkpoint(checkpoint_dir: str) -> Dict[str, np.ndarray]:
 
 
 def _map_leaves(tree: Mapping, fn) -> dict:
+    """``fn`` applied to every leaf of a nested mapping, keeping its structure."""
     return {k: _map_leaves(v, fn) if isinstance(v, Mapping) else fn(v) for k, v in tree.items()}
-
-
-def _wrap_like(tree: Mapping, target: Mapping, leaves: Mapping):
-    """Re-root ``leaves`` (shaped like ``target``) at the key path where ``target`` sits in ``tree``."""
-    for keys in (("optimizer", "target"), ("target",), ("params",), ("state", "params")):
-        node = tree
-        for key in keys:
-            node = node.get(key) if isinstance(node, Mapping) else None
-        if node is target:
-            item, args = _map_leaves(target, lambda _: None), leaves
-            for key in reversed(keys):
-                item, args = {key: item}, {key: args}
-            return item, args
-    raise CheckpointError("internal: target not found in its own tree")

@@ -1,0 +1,46 @@
+"""T5X-style gin flags: ``--gin_file=F`` (repeatable, applied in order) then ``--gin.NAME=VALUE`` overrides.
+
+``--gin_search_path`` defaults to the repository's ``gin/`` folder, so ``--gin_file=sizes/base.gin``
+works from any directory.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Sequence, Tuple
+
+import gin
+
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+
+def split_gin_args(argv: Sequence[str]) -> Tuple[List[str], List[str], List[str]]:
+    """Separate ``--gin_file``/``--gin.X=`` arguments from the rest; returns (files, bindings, rest)."""
+    files, bindings, rest = [], [], []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--gin_file="):
+            files.append(arg.split("=", 1)[1])
+        elif arg == "--gin_file" and i + 1 < len(args):
+            files.append(args[i + 1])
+            i += 1
+        elif arg.startswith("--gin."):
+            name_value = arg[len("--gin."):]
+            if "=" not in name_value:
+                raise SystemExit(f"error: {arg} needs a value: --gin.NAME=VALUE")
+            name, value = name_value.split("=", 1)
+            bindings.append(f"{name} = {value}")
+        else:
+            rest.append(arg)
+        i += 1
+    return files, bindings, rest
+
+
+def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
+    """Apply gin files in order, then the bindings; unknown names fail with gin's message."""
+    gin.add_config_file_search_path(GIN_DIR)
+    for path in files:
+        if not os.path.exists(path) and not os.path.exists(os.path.join(GIN_DIR, path)):
+            raise SystemExit(f"error: gin file {path} not found (looked in the working directory and {GIN_DIR})")
+    gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
