@@ -70,6 +70,11 @@ def check_params(flat: Dict[str, np.ndarray], config: T5Config, source: str) -> 
             f"Vocabulary mismatch in {source}: token_embedder/embedding has {embedding.shape[0]} rows, the "
             f"config's vocab_size is {config.vocab_size}. Use the vocabulary the checkpoint was trained "
             "with, or set vocab_size to match")
+    for name, spec in sorted(expected.items()):
+        found = tuple(flat[name].shape) if name in flat else None
+        if found is not None and found != tuple(spec.shape):
+            raise CheckpointError(f"Shape mismatch in {source}: parameter {name} has shape {found}, the config "
+                                  f"expects {tuple(spec.shape)}")
     missing = sorted(set(expected) - set(flat))
     if missing:
         raise CheckpointError(f"{source} lacks parameters the config needs ({config.variant}, "
@@ -80,11 +85,6 @@ def check_params(flat: Dict[str, np.ndarray], config: T5Config, source: str) -> 
         raise CheckpointError(f"{source} has parameters the config does not build: "
                               f"{', '.join(extra[:6])}{' ...' if len(extra) > 6 else ''}. Is it a different "
                               "variant (T5 1.0 vs 1.1) or depth?")
-    for name, spec in sorted(expected.items()):
-        found = tuple(flat[name].shape)
-        if found != tuple(spec.shape):
-            raise CheckpointError(f"Shape mismatch in {source}: parameter {name} has shape {found}, the config "
-                                  f"expects {tuple(spec.shape)}")
 
 
 def load_t5_checkpoint(path: str, config: Union[T5Config, str, None] = None,

@@ -37,10 +37,27 @@ def split_gin_args(argv: Sequence[str]) -> Tuple[List[str], List[str], List[str]
     return files, bindings, rest
 
 
+def resolve_gin_file(path: str) -> str:
+    """A gin file as given, or relative to the repository's ``gin/`` folder."""
+    if os.path.exists(path):
+        return path
+    candidate = os.path.join(GIN_DIR, path)
+    if os.path.exists(candidate):
+        return candidate
+    raise GinError(f"gin file {path} not found (looked in the working directory and in {GIN_DIR})")
+
+
+class GinError(ValueError):
+    """A gin file or binding that cannot be applied; the message names it."""
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
-    """Apply gin files in order, then the bindings; unknown names fail with gin's message."""
+    """Apply gin files in order, then the bindings. Unknown files, names or fields raise ``GinError``."""
+    import xprompt_jax.models.config  # noqa: F401  registers the configurables gin files name
+
     gin.add_config_file_search_path(GIN_DIR)
-    for path in files:
-        if not os.path.exists(path) and not os.path.exists(os.path.join(GIN_DIR, path)):
-            raise SystemExit(f"error: gin file {path} not found (looked in the working directory and {GIN_DIR})")
-    gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
+    resolved = [resolve_gin_file(path) for path in files]
+    try:
+        gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=False)
+    except (ValueError, KeyError, TypeError, SyntaxError) as err:
+        raise GinError(f"gin: {err}") from err

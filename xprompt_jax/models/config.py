@@ -129,6 +129,10 @@ def t5_config(name: Optional[str] = None, variant: str = "t5_1_1", size: str = "
         key = name if name in NAMED_CONFIGS else f"t5_1_1_{name}"
     if key not in NAMED_CONFIGS:
         raise ValueError(f"Unknown T5 config {name or key!r}; known: {', '.join(sorted(NAMED_CONFIGS))}")
+    unknown = sorted(set(overrides) - set(T5Config.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"t5_config: unknown field(s) {', '.join(unknown)}; T5Config fields are "
+                         f"{', '.join(T5Config.__dataclass_fields__)}")
     return NAMED_CONFIGS[key].replace(**overrides)
 
 
