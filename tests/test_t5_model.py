@@ -165,10 +165,10 @@ def test_remat_changes_nothing_but_memory(policy):
     np.testing.assert_allclose(grad_r, grad, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["t5_1_1_tiny", "t5_1_0_tiny"])
-def test_cached_greedy_decode_equals_uncached_argmax(name):
+@pytest.mark.parametrize("name,remat", [("t5_1_1_tiny", "none"), ("t5_1_0_tiny", "none"), ("t5_1_1_tiny", "full")])
+def test_cached_greedy_decode_equals_uncached_argmax(name, remat):
     """Decoding with the cache must equal re-running the full decoder for every prefix."""
-    cfg = t5_config(name)
+    cfg = t5_config(name, remat=remat)
     params = init_params(cfg, jax.random.PRNGKey(8))
     model = T5(cfg)
     inputs, _ = _batch()
