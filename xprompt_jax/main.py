@@ -70,7 +70,8 @@ def _smoke(args: argparse.Namespace, gin_given: bool) -> int:
     decoded = greedy_decode(model, params, inputs, max_decode_length=6)
     print(f"[smoke] forward: inputs {inputs.shape} -> logits {tuple(logits.shape)} {logits.dtype}, "
           f"finite={bool(np.isfinite(np.asarray(logits)).all())}")
-    print(f"[smoke] log-likelihood of targets {targets.tolist()}: {np.round(np.asarray(scores), 3).tolist()}")
+    print(f"[smoke] log-likelihood of targets {targets.tolist()}: "
+          f"{', '.join(f'{float(x):.3f}' for x in np.asarray(scores))}")
     print(f"[smoke] greedy decode (6 steps): {np.asarray(decoded).tolist()}")
     print("[smoke] ok")
     return 0
