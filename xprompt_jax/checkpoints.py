@@ -9,6 +9,7 @@ local or ``gs://``. Every parameter is checked against the config before anythin
 """
 from __future__ import annotations
 
+import os
 import re
 from typing import Dict, Optional, Tuple, Union
 
@@ -23,20 +24,32 @@ from xprompt_jax.t5_import import huggingface, storage, t5x
 _STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
 
 
-def detect_format(path: str) -> str:
-    """'t5x_msgpack', 't5x_orbax' or 'huggingface'; a clear error for anything else."""
-    if not storage.is_remote(path) and not storage.is_directory(path):
-        raise CheckpointError(f"No checkpoint at {path}: the path does not exist or is not a folder")
+def _format_of(path: str) -> Optional[str]:
+    """'huggingface', 't5x_orbax' or 't5x_msgpack' by the marker file present; None if there is none."""
     if huggingface.is_huggingface_folder(path):
         return "huggingface"
     if any(storage.exists(path, marker) for marker in t5x.ORBAX_MARKERS):
         return "t5x_orbax"
     if storage.exists(path, t5x.MSGPACK_FILE):
         return "t5x_msgpack"
-    raise CheckpointError(
-        f"{path} is not a checkpoint this project reads: expected a T5X '{t5x.MSGPACK_FILE}' file, an Orbax "
-        f"checkpoint ({', '.join(t5x.ORBAX_MARKERS)}) or a Hugging Face folder ({huggingface.CONFIG_FILE} + "
-        "model.safetensors), or a T5X run folder with checkpoint_N sub-folders")
+    return None
+
+
+def resolve_checkpoint(path: str) -> Tuple[str, str]:
+    """(checkpoint folder, format) for ``path``; a T5X run folder stands for its latest ``checkpoint_N``."""
+    if not storage.is_remote(path) and not os.path.isdir(path):
+        raise CheckpointError(f"No checkpoint at {path}: the path does not exist or is not a folder")
+    fmt = _format_of(path)
+    if fmt is None:
+        latest = latest_step_dir(path)
+        fmt = _format_of(latest) if latest is not None else None
+        path = latest if fmt is not None else path
+    if fmt is None:
+        raise CheckpointError(
+            f"{path} is not a checkpoint this project reads: expected a T5X '{t5x.MSGPACK_FILE}' file, an Orbax "
+            f"checkpoint ({', '.join(t5x.ORBAX_MARKERS)}) or a Hugging Face folder ({huggingface.CONFIG_FILE} + "
+            "model.safetensors), or a T5X run folder with checkpoint_N sub-folders")
+    return path, fmt
 
 
 def latest_step_dir(path: str) -> Optional[str]:
@@ -95,13 +108,8 @@ def load_t5_checkpoint(path: str, config: Union[T5Config, str, None] = None,
     which carry none; for Hugging Face folders it is read from ``config.json`` and, if given, must
     agree. Parameters are cast to ``param_dtype`` (default: the config's).
     """
-    path = str(path)
     wanted = _resolve_config(config)
-    if not storage.is_remote(path) and storage.is_directory(path) and not _has_marker(path):
-        latest = latest_step_dir(path)
-        if latest is not None:
-            path = latest
-    fmt = detect_format(path)
+    path, fmt = resolve_checkpoint(str(path))
     if fmt == "huggingface":
         found_config, flat = huggingface.read_huggingface_folder(path)
         if wanted is not None:
@@ -127,11 +135,6 @@ def _cast(value: np.ndarray, dtype_name: str) -> np.ndarray:
 
     dtype = jnp.dtype(dtype_name)
     return value if value.dtype == dtype else np.asarray(value).astype(dtype)
-
-
-def _has_marker(path: str) -> bool:
-    names = (t5x.MSGPACK_FILE, huggingface.CONFIG_FILE) + t5x.ORBAX_MARKERS
-    return any(storage.exists(path, n) for n in names)
 
 
 def _merge_runtime_fields(found: T5Config, wanted: T5Config) -> T5Config:

@@ -1,7 +1,7 @@
 """T5X-style gin flags: ``--gin_file=F`` (repeatable, applied in order) then ``--gin.NAME=VALUE`` overrides.
 
-``--gin_search_path`` defaults to the repository's ``gin/`` folder, so ``--gin_file=sizes/base.gin``
-works from any directory.
+A gin file that is not found as given is looked up in the repository's ``gin/`` folder, so
+``--gin_file=sizes/base.gin`` works from any directory.
 """
 from __future__ import annotations
 

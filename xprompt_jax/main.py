@@ -28,7 +28,7 @@ def _smoke(args: argparse.Namespace, gin_given: bool) -> int:
     from xprompt_jax.checkpoints import load_t5_checkpoint
     from xprompt_jax.errors import CheckpointError
     from xprompt_jax.models.config import describe, t5_config
-    from xprompt_jax.models.decoding import greedy_decode, score_targets
+    from xprompt_jax.models.decoding import greedy_decode, shift_right, token_log_likelihoods
     from xprompt_jax.models.t5 import T5
 
     path = args.checkpoint or os.path.normpath(DEFAULT_SMOKE_CHECKPOINT)
@@ -37,10 +37,10 @@ def _smoke(args: argparse.Namespace, gin_given: bool) -> int:
               "a development checkout; pass --checkpoint=PATH (a T5X checkpoint folder with --gin_file=sizes/..., "
               "or a Hugging Face T5 folder) instead.", file=sys.stderr)
         return 2
-    # T5X checkpoints carry no config: take it from gin when given, else the fixture's architecture.
     print(f"[smoke] loading {path}")
     start = time.time()
     try:
+        # T5X checkpoints carry no config: take it from gin when given, else the fixture's architecture.
         config = t5_config() if gin_given else (t5_config(DEFAULT_SMOKE_CONFIG) if args.checkpoint is None else None)
         config, params = load_t5_checkpoint(path, config)
     except (CheckpointError, ValueError) as err:
@@ -64,9 +64,8 @@ def _smoke(args: argparse.Namespace, gin_given: bool) -> int:
     model = T5(config)
     inputs = np.array([[37, 5, 2983, 21, 8, 1, 0, 0], [13, 9, 1, 0, 0, 0, 0, 0]], np.int32)
     targets = np.array([[1176, 1], [2841, 1]], np.int32)
-    logits = jax.jit(lambda p, x, y: model.apply({"params": p}, x, y))(params, inputs,
-                                                                       np.array([[0, 1176], [0, 2841]], np.int32))
-    scores = score_targets(model, params, inputs, targets)
+    logits = jax.jit(lambda p, x, y: model.apply({"params": p}, x, y))(params, inputs, shift_right(targets))
+    scores = token_log_likelihoods(logits, targets).sum(axis=-1)  # score_targets, from the same forward pass
     decoded = greedy_decode(model, params, inputs, max_decode_length=6)
     print(f"[smoke] forward: inputs {inputs.shape} -> logits {tuple(logits.shape)} {logits.dtype}, "
           f"finite={bool(np.isfinite(np.asarray(logits)).all())}")

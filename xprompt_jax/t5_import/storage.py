@@ -61,17 +61,6 @@ def exists(directory: str, name: str) -> bool:
     return read_bytes(directory, name) is not None
 
 
-def is_directory(path: str) -> bool:
-    """Local: a folder. Remote: anything below the prefix (buckets have no folders)."""
-    if not is_remote(path):
-        return os.path.isdir(path)
-    try:
-        keys = _open(path).list(ts.KvStore.KeyRange()).result()
-    except Exception as err:
-        raise CheckpointError(f"Cannot list {path}: {err}") from err
-    return len(keys) > 0
-
-
 def list_names(path: str) -> list:
     """Names directly below a folder (first path component of every key below a bucket prefix)."""
     if not is_remote(path):
