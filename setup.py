@@ -20,6 +20,12 @@ setup(
         "msgpack>=1.0",
         "safetensors>=0.4",
         "gin-config>=0.5",
+        "scipy>=1.10",
+        # TensorBoard event files without TensorFlow: training hosts may lack it.
+        "tensorboardX>=2.6",
+        # The data side only (task registration, caching); nothing that trains imports these.
+        "seqio>=0.0.19",
+        "tensorflow-datasets>=4.9",
     ],
     extras_require={
         # PyTorch (CPU build) and transformers: reference tests against Hugging Face's T5.
