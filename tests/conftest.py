@@ -3,7 +3,11 @@ tests that need it skip there, and CI (XPROMPT_REQUIRE_SHARED=1, set by .ci/run)
 import os
 import pathlib
 
-import pytest
+# Eight CPU devices for the mesh tests (4x2 data x model); must precede the first JAX import.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+
+import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("XPROMPT_SHARED", REPO.parent / "shared"))

@@ -48,9 +48,16 @@ def greedy_decode(model: T5, params, encoder_input_tokens: jax.Array, max_decode
     before ``min_decode_length`` tokens (as Hugging Face's ``min_new_tokens``); after an example emits
     EOS it emits padding. The output excludes the decoder start token.
     """
-    batch = encoder_input_tokens.shape[0]
     encoded, encoder_mask = model.apply({"params": params}, encoder_input_tokens, prefix_embeddings,
                                         prefix_mask, method=T5.encode)
+    return greedy_decode_encoded(model, params, encoded, encoder_mask, max_decode_length, min_decode_length,
+                                 eos_id)
+
+
+def greedy_decode_encoded(model: T5, params, encoded: jax.Array, encoder_mask: jax.Array, max_decode_length: int,
+                          min_decode_length: int = 0, eos_id: int = EOS_ID) -> jax.Array:
+    """``greedy_decode`` from an encoder output (a prompted encoder's, for instance)."""
+    batch = encoded.shape[0]
     # A full-length call with decode=True creates an empty cache shaped for max_decode_length.
     _, init_vars = model.apply({"params": params}, encoded, encoder_mask,
                                jnp.zeros((batch, max_decode_length), jnp.int32), decode=True,

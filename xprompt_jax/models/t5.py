@@ -410,6 +410,14 @@ class T5(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg, shared_embedding=self.token_embedder)
 
+    def embed(self, tokens: Array) -> Array:
+        """Token embeddings in the activation dtype: what a prompt is combined with."""
+        return self.token_embedder(tokens)
+
+    def encode_embedded(self, embedded: Array, input_mask: Array, deterministic: bool = True) -> Array:
+        """Encode an already-combined sequence (prompt rows placed anywhere among token embeddings)."""
+        return self.encoder(embedded, input_mask, deterministic=deterministic)
+
     def encode(self, encoder_input_tokens: Array, prefix_embeddings: Optional[Array] = None,
                prefix_mask: Optional[Array] = None, deterministic: bool = True) -> Tuple[Array, Array]:
         """Encode tokens, with optional embeddings (a soft prompt) placed in front of them.

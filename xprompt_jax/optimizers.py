@@ -1,0 +1,82 @@
+"""Optimisers for the trainable pytree only, with Lester et al.'s Adafactor as the default.
+
+``adafactor`` reproduces T5X's Adafactor as prompt tuning configures it: second-moment decay
+``1 - (t+1)^-0.8``, no momentum, update clipping at RMS 1, no parameter scaling, the prompt's second
+moment kept whole (not factored), and T5X's decoupled weight decay ``p <- (1 - wd) p - lr * u`` (not
+scaled by the learning rate, unlike ``optax.adafactor``'s). ``adamw`` is EPT's optimiser. Both take a
+schedule and optional global-norm clipping. Masked prompt entries get no update: the training step
+multiplies updates by the masks (see ``training``), so the optimiser stays mask-agnostic.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import gin
+import jax
+import jax.numpy as jnp
+import optax
+
+from xprompt_jax.errors import ConfigError
+
+
+def decoupled_weight_decay(rate: float) -> optax.GradientTransformation:
+    """Add ``-rate * param`` to the update, after the learning rate (T5X Adafactor's decay)."""
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("decoupled_weight_decay needs the parameters")
+        return jax.tree.map(lambda u, p: u - rate * p, updates, params), state
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+@gin.configurable(module="xprompt_jax")
+def learning_rate_schedule(learning_rate: float = 0.3, schedule: str = "constant", warmup_steps: int = 0,
+                           total_steps: Optional[int] = None, end_factor: float = 0.0):
+    """'constant' (Lester et al.), 'linear' decay to ``end_factor``, 'cosine' or 'rsqrt' (T5 pre-training)."""
+    if schedule == "constant":
+        main = optax.constant_schedule(learning_rate)
+    elif schedule in ("linear", "cosine"):
+        if not total_steps:
+            raise ConfigError(f"learning_rate_schedule.schedule={schedule!r} needs total_steps")
+        steps = max(total_steps - warmup_steps, 1)
+        main = (optax.linear_schedule(learning_rate, learning_rate * end_factor, steps) if schedule == "linear"
+                else optax.cosine_decay_schedule(learning_rate, steps, alpha=end_factor))
+    elif schedule == "rsqrt":
+        offset = max(warmup_steps, 1)
+        main = lambda step: learning_rate * jax.lax.rsqrt(jnp.maximum(step + offset, 1.0) / offset)  # noqa: E731
+    else:
+        raise ConfigError(f"unknown learning_rate_schedule.schedule {schedule!r}; "
+                          "choose 'constant', 'linear', 'cosine' or 'rsqrt'")
+    if warmup_steps and schedule != "rsqrt":
+        return optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps), main], [warmup_steps])
+    return main
+
+
+@gin.configurable(module="xprompt_jax")
+def make_optimizer(name: str = "adafactor", learning_rate=None, decay_rate: float = 0.8,
+                   weight_decay: Optional[float] = 1e-5, clipping_threshold: Optional[float] = 1.0,
+                   factored: bool = False, multiply_by_parameter_scale: bool = False,
+                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                   global_norm_clip: Optional[float] = None) -> optax.GradientTransformation:
+    """The run's optimiser. ``learning_rate`` is a float or schedule (default: ``learning_rate_schedule()``)."""
+    lr = learning_rate if learning_rate is not None else learning_rate_schedule()
+    chain = [optax.clip_by_global_norm(global_norm_clip)] if global_norm_clip else []
+    if name == "adafactor":
+        chain.append(optax.scale_by_factored_rms(factored=factored, decay_rate=decay_rate, epsilon=1e-30))
+        if clipping_threshold is not None:
+            chain.append(optax.clip_by_block_rms(clipping_threshold))
+        if multiply_by_parameter_scale:
+            chain.append(optax.scale_by_param_block_rms(1e-3))
+        chain.append(optax.scale_by_learning_rate(lr))
+        if weight_decay:
+            chain.append(decoupled_weight_decay(weight_decay))
+    elif name == "adamw":
+        chain.append(optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay or 0.0))
+    elif name == "sgd":
+        chain.append(optax.sgd(lr))
+    else:
+        raise ConfigError(f"unknown make_optimizer.name {name!r}; choose 'adafactor', 'adamw' or 'sgd'")
+    return optax.chain(*chain)
