@@ -29,7 +29,8 @@ setup(
     ],
     extras_require={
         # PyTorch (CPU build) and transformers: reference tests against Hugging Face's T5.
-        "test": ["pytest>=7", "torch==2.13.0", "transformers>=4.40"],
+        # peft: the exported prompt adapter is loaded by Hugging Face PEFT in a test.
+        "test": ["pytest>=7", "torch==2.13.0", "transformers>=4.40", "peft>=0.10"],
     },
     entry_points={"console_scripts": ["xprompt-jax=xprompt_jax.main:main"]},
 )

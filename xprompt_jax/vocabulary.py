@@ -1,0 +1,69 @@
+"""The T5 SentencePiece vocabulary without TensorFlow, for training and evaluation hosts.
+
+seqio's ``SentencePieceVocabulary`` needs TensorFlow; evaluation here only turns label strings into ids
+and generated ids back into text, which the ``sentencepiece`` package does alone. Ids at or above the
+model's piece count are T5's sentinels (``extra_ids``) and decode to nothing. Local and ``gs://`` paths
+are read through the same storage layer as checkpoints.
+"""
+from __future__ import annotations
+
+import functools
+import posixpath
+from typing import List, Sequence
+
+import numpy as np
+import sentencepiece
+
+from xprompt_jax.errors import ConfigError
+from xprompt_jax.t5_import import storage
+
+PAD_ID, EOS_ID = 0, 1
+DEFAULT_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
+
+
+class Vocabulary:
+    def __init__(self, path: str = DEFAULT_VOCAB_PATH):
+        self.path = path
+        try:
+            proto = storage.read_bytes(posixpath.dirname(path) or ".", posixpath.basename(path))
+        except Exception as err:  # noqa: BLE001 - tensorstore raises several kinds
+            proto, reason = None, str(err)
+        else:
+            reason = "no such file"
+        if not proto:
+            raise ConfigError(f"cannot read the SentencePiece model {path}: {reason}. Name a local copy with the "
+                              "XPROMPT_VOCAB_PATH environment variable or the vocabulary path setting")
+        self._sp = sentencepiece.SentencePieceProcessor()
+        self._sp.LoadFromSerializedProto(proto)
+
+    @property
+    def piece_count(self) -> int:
+        return self._sp.GetPieceSize()
+
+    def encode(self, text: str, add_eos: bool = True) -> List[int]:
+        ids = list(self._sp.EncodeAsIds(text))
+        return ids + [EOS_ID] if add_eos else ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text up to the first EOS; padding and sentinel ids dropped."""
+        out = []
+        for i in np.asarray(ids).tolist():
+            if i == EOS_ID:
+                break
+            if PAD_ID < i < self.piece_count:
+                out.append(i)
+        return self._sp.DecodeIds(out)
+
+    def encode_padded(self, texts: Sequence[str], length: int = 0) -> np.ndarray:
+        """Each text + EOS, right-padded to a common length (at least ``length``)."""
+        rows = [self.encode(t) for t in texts]
+        width = max([length] + [len(r) for r in rows])
+        out = np.zeros((len(rows), width), np.int32)
+        for i, r in enumerate(rows):
+            out[i, :len(r)] = r
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def load_vocabulary(path: str = DEFAULT_VOCAB_PATH) -> Vocabulary:
+    return Vocabulary(path)
