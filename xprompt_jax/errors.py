@@ -7,3 +7,7 @@ class CheckpointError(ValueError):
 
 class ConfigError(ValueError):
     """A configuration value is inconsistent with the model or the run."""
+
+
+class DataError(ValueError):
+    """A data file, folder, split, cache or task name is missing or malformed."""
