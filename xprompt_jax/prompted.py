@@ -1,0 +1,142 @@
+"""A frozen T5 with a prompt module in front: the model every method here trains and evaluates.
+
+Three separate pytrees go in: ``trainable`` (``{'prompt': ...}`` — the prompt module's parameters),
+``frozen`` (the T5 parameters, never differentiated) and ``masks`` (the token and piece masks XPrompt
+prunes). ``PromptSpec`` (gin: ``PromptSpec.length`` etc.) says which prompt, how it starts and where
+it goes; ``build_prompted_t5`` turns it into a ``PromptedT5`` for a model config and its frozen weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from xprompt_jax.errors import ConfigError
+from xprompt_jax.models.config import T5Config
+from xprompt_jax.models.t5 import T5
+from xprompt_jax.prompts import combine as combine_lib
+from xprompt_jax.prompts import initializers
+from xprompt_jax.prompts.modules import Prompt
+
+PROMPT = "prompt"
+INIT_KINDS = ("uniform", "sampled_vocabulary", "class_labels", "file")
+
+
+@gin.configurable(module="xprompt_jax")
+@dataclasses.dataclass(frozen=True)
+class PromptSpec:
+    """What prompt a run trains. Defaults are Lester et al.'s (100 tokens, sampled vocabulary).
+
+    ``init``: 'uniform' (U[-init_scale, init_scale]), 'sampled_vocabulary' (rows of the frozen embedding
+    among the ``population_size`` most common pieces), 'class_labels' (mean embedding of each label
+    string, remaining rows sampled) or 'file' (``init_file``: a ``.npy``, or a run's ``MODEL_DIR`` whose
+    exported prompt is reused). ``pieces`` is XPrompt's k (pieces per prompt token); it must divide the
+    model width. ``combine``: 'prefix', 'after_first_token' or 'before_eos'.
+    """
+    length: int = 100
+    init: str = "sampled_vocabulary"
+    init_scale: float = 0.5
+    population_size: int = 5000
+    init_file: Optional[str] = None
+    pieces: int = 16
+    combine: str = "prefix"
+
+    def __post_init__(self):
+        if self.length < 1:
+            raise ConfigError(f"PromptSpec.length must be at least 1, got {self.length}")
+        if self.init not in INIT_KINDS:
+            raise ConfigError(f"unknown PromptSpec.init {self.init!r}; choose one of {list(INIT_KINDS)}")
+        if self.init == "file" and not self.init_file:
+            raise ConfigError("PromptSpec.init='file' needs PromptSpec.init_file (a .npy or a run's MODEL_DIR)")
+        combine_lib.get_combine(self.combine)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def make_initializer(spec: PromptSpec, embedding, label_token_ids: Optional[Sequence[Sequence[int]]] = None):
+    """The ``(rng, shape) -> array`` closure ``spec`` asks for, bound to the frozen embedding table."""
+    if spec.init == "uniform":
+        return initializers.uniform(spec.init_scale)
+    if spec.init == "sampled_vocabulary":
+        return initializers.sampled_vocabulary(embedding, spec.population_size)
+    if spec.init == "class_labels":
+        if not label_token_ids:
+            raise ConfigError("PromptSpec.init='class_labels' needs a task with label names; this task has none")
+        return initializers.class_labels(embedding, label_token_ids,
+                                         initializers.sampled_vocabulary(embedding, spec.population_size))
+    from xprompt_jax import export  # 'file': a .npy or another run's exported prompt
+    return initializers.from_array(*export.load_prompt_source(spec.init_file))
+
+
+class PromptedT5:
+    """Forward passes of T5(frozen) with ``prompt_module``'s output combined into the encoder input."""
+
+    def __init__(self, config: T5Config, prompt_module: nn.Module, combine: str = "prefix"):
+        self.config = config
+        self.t5 = T5(config)
+        self.prompt_module = prompt_module
+        self.combine_name = combine
+        self.combine = combine_lib.get_combine(combine)
+
+    @property
+    def prompt_length(self) -> int:
+        return self.prompt_module.length
+
+    def init(self, rng):
+        """Fresh ``(trainable, masks)``: the prompt's parameters and all-ones masks."""
+        variables = nn.unbox(self.prompt_module.init(rng))
+        return {PROMPT: variables["params"]}, variables["masks"]
+
+    def logical_axes(self, rng=None):
+        """Logical ``PartitionSpec``s of the trainable tree (for shardings)."""
+        boxed = jax.eval_shape(lambda: self.prompt_module.init(jax.random.PRNGKey(0)))
+        return {PROMPT: nn.get_partition_spec(boxed)["params"]}
+
+    def t5_params(self, trainable, frozen):
+        """The T5 weights in use: frozen ones, unless the run trains them (full fine-tuning)."""
+        return trainable.get("t5", frozen)
+
+    def prompt(self, trainable, masks):
+        """The masked m x e prompt (or batch x m x e when the masks are per example)."""
+        return self.prompt_module.apply({"params": trainable[PROMPT], "masks": masks})
+
+    def encode(self, trainable, frozen, masks, tokens, deterministic: bool = True, rngs=None):
+        params = self.t5_params(trainable, frozen)
+        prompt = self.prompt(trainable, masks)
+        if prompt.ndim == 2:
+            prompt = jnp.broadcast_to(prompt, (tokens.shape[0],) + prompt.shape)
+        embedded = self.t5.apply({"params": params}, tokens, method=T5.embed)
+        combined, mask = self.combine(prompt, embedded, tokens)
+        encoded = self.t5.apply({"params": params}, combined, mask, deterministic, method=T5.encode_embedded,
+                                rngs=rngs)
+        return encoded, mask
+
+    def decode(self, trainable, frozen, encoded, encoder_mask, decoder_input_tokens, deterministic: bool = True,
+               rngs=None):
+        return self.t5.apply({"params": self.t5_params(trainable, frozen)}, encoded, encoder_mask,
+                             decoder_input_tokens, deterministic, method=T5.decode, rngs=rngs)
+
+    def logits(self, trainable, frozen, masks, batch, deterministic: bool = True, rngs=None):
+        """Teacher-forced float32 logits for a feature-converted batch."""
+        encoded, mask = self.encode(trainable, frozen, masks, batch["encoder_input_tokens"], deterministic, rngs)
+        return self.decode(trainable, frozen, encoded, mask, batch["decoder_input_tokens"], deterministic, rngs)
+
+
+def build_prompted_t5(config: T5Config, spec: PromptSpec, frozen_params,
+                      label_token_ids: Optional[Sequence[Sequence[int]]] = None,
+                      input_length: Optional[int] = None) -> PromptedT5:
+    """Check ``spec`` against the model and bind its initialiser to the frozen embedding table."""
+    if input_length is not None and spec.length > input_length:
+        raise ConfigError(f"the prompt ({spec.length} tokens, PromptSpec.length) is longer than the encoder "
+                          f"input length ({input_length}); shorten the prompt or raise the input length")
+    embedding = frozen_params["token_embedder"]["embedding"]
+    init_fn = make_initializer(spec, embedding, label_token_ids)
+    module = Prompt(length=spec.length, width=config.emb_dim, pieces=spec.pieces, init_fn=init_fn)
+    from xprompt_jax.prompts.masks import check_pieces
+    check_pieces(config.emb_dim, spec.pieces)
+    return PromptedT5(config, module, spec.combine)
