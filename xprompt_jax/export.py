@@ -78,6 +78,17 @@ def save_peft_adapter(directory: str, prompt, base_model_name_or_path: Optional[
     return directory
 
 
+def save_t5_checkpoint(directory: str, params) -> str:
+    """T5 weights as an Orbax PyTree checkpoint ``{'target': params}``: ``load_t5_checkpoint`` reads it
+    (with a config, as any T5X checkpoint), so a fine-tuned or pre-trained model can be frozen next."""
+    import orbax.checkpoint as ocp
+
+    directory = os.path.abspath(directory)
+    checkpointer = ocp.PyTreeCheckpointer()
+    checkpointer.save(directory, {"target": params}, force=True)  # orbax writes to a temp dir, then renames
+    return directory
+
+
 def load_peft_adapter(directory: str) -> np.ndarray:
     from safetensors.numpy import load_file
     tensors = load_file(os.path.join(directory, "adapter_model.safetensors"))

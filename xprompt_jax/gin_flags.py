@@ -54,6 +54,9 @@ class GinError(ValueError):
 def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
     """Apply gin files in order, then the bindings. Unknown files, names or fields raise ``GinError``."""
     import xprompt_jax.models.config  # noqa: F401  registers the configurables gin files name
+    import xprompt_jax.optimizers  # noqa: F401
+    import xprompt_jax.prompted  # noqa: F401
+    import xprompt_jax.trainer  # noqa: F401
 
     gin.add_config_file_search_path(GIN_DIR)
     resolved = [resolve_gin_file(path) for path in files]

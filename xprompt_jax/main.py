@@ -1,6 +1,9 @@
 """The ``xprompt-jax`` command.
 
     xprompt-jax smoke [--checkpoint PATH] [--gin_file=F ...] [--gin.NAME=VALUE ...]
+    xprompt-jax train --gin_file=models/t5_1_1.gin --gin_file=sizes/base.gin \
+        --gin_file=prompts/sampled_vocabulary.gin --gin_file=runs/prompt_tune.gin --gin.MODEL_DIR="'/tmp/run'" ...
+    xprompt-jax evaluate --gin_file=... --gin_file=runs/eval.gin --gin.PROMPT_SOURCE="'/tmp/run'" ...
 
 ``smoke`` loads a T5 checkpoint (default: the real T5X test checkpoint in
 ``../shared/fixtures/t5x_t5_1_1_tiny/checkpoint_3``), prints the model's summary, runs a forward pass,
@@ -89,6 +92,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     smoke = sub.add_parser("smoke", help="load a T5 checkpoint, print its summary and run it")
     smoke.add_argument("--checkpoint", help="T5X checkpoint folder, T5X run folder or Hugging Face folder "
                        "(local or gs://)")
+    sub.add_parser("train", help="prompt-tune a frozen T5 (gin: runs/prompt_tune.gin)")
+    sub.add_parser("evaluate", help="score a saved prompt on a task split (gin: runs/eval.gin)")
     args = parser.parse_args(rest)
     if args.command is None:
         parser.print_help()
@@ -101,7 +106,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if args.command == "smoke":
         return _smoke(args, gin_given=bool(gin_files or gin_bindings))
-    return 2
+    return _run_gin_entry(args.command)
+
+
+def _without_gin_context(err: Exception) -> str:
+    """The error's own message: gin appends an 'In call to configurable ...' line to errors it passes on."""
+    return str(err).split("\n  In call to configurable")[0]
+
+
+def _run_gin_entry(command: str) -> int:
+    """Run ``train``/``evaluate`` as gin configured them; bad settings exit 2 with one clear line."""
+    import gin
+
+    from xprompt_jax import trainer
+    from xprompt_jax.errors import CheckpointError, ConfigError
+    entry = {"train": trainer.train, "evaluate": trainer.evaluate}[command]
+    try:
+        entry()
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {_without_gin_context(err)}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as err:
+        if "Required bindings" in str(err) or "gin" in type(err).__module__:
+            print(f"error: gin: {err} (set it with --gin.NAME=VALUE, e.g. --gin.MODEL_DIR=\"'/tmp/run'\")",
+                  file=sys.stderr)
+            return 2
+        from xprompt_jax.errors import DataError
+        if isinstance(err, DataError):
+            print(f"error: {_without_gin_context(err)}", file=sys.stderr)
+            return 2
+        raise
+    return 0
 
 
 if __name__ == "__main__":

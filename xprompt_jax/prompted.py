@@ -74,9 +74,14 @@ def make_initializer(spec: PromptSpec, embedding, label_token_ids: Optional[Sequ
 
 
 class PromptedT5:
-    """Forward passes of T5(frozen) with ``prompt_module``'s output combined into the encoder input."""
+    """Forward passes of T5(frozen) with ``prompt_module``'s output combined into the encoder input.
 
-    def __init__(self, config: T5Config, prompt_module: nn.Module, combine: str = "prefix"):
+    ``prompt_module=None`` is plain T5 (full fine-tuning, or pre-training the demo's model): the
+    trainable tree then holds ``'t5'`` and no prompt. When ``trainable`` has a ``'t5'`` entry it
+    replaces the frozen weights, which is how full fine-tuning runs on the same trainer.
+    """
+
+    def __init__(self, config: T5Config, prompt_module: Optional[nn.Module], combine: str = "prefix"):
         self.config = config
         self.t5 = T5(config)
         self.prompt_module = prompt_module
@@ -85,15 +90,19 @@ class PromptedT5:
 
     @property
     def prompt_length(self) -> int:
-        return self.prompt_module.length
+        return self.prompt_module.length if self.prompt_module is not None else 0
 
     def init(self, rng):
         """Fresh ``(trainable, masks)``: the prompt's parameters and all-ones masks."""
+        if self.prompt_module is None:
+            return {}, {}
         variables = nn.unbox(self.prompt_module.init(rng))
         return {PROMPT: variables["params"]}, variables["masks"]
 
     def logical_axes(self, rng=None):
-        """Logical ``PartitionSpec``s of the trainable tree (for shardings)."""
+        """Logical ``PartitionSpec``s of the prompt's part of the trainable tree (for shardings)."""
+        if self.prompt_module is None:
+            return {}
         boxed = jax.eval_shape(lambda: self.prompt_module.init(jax.random.PRNGKey(0)))
         return {PROMPT: nn.get_partition_spec(boxed)["params"]}
 
@@ -103,15 +112,20 @@ class PromptedT5:
 
     def prompt(self, trainable, masks):
         """The masked m x e prompt (or batch x m x e when the masks are per example)."""
+        if self.prompt_module is None:
+            return None
         return self.prompt_module.apply({"params": trainable[PROMPT], "masks": masks})
 
     def encode(self, trainable, frozen, masks, tokens, deterministic: bool = True, rngs=None):
         params = self.t5_params(trainable, frozen)
-        prompt = self.prompt(trainable, masks)
-        if prompt.ndim == 2:
-            prompt = jnp.broadcast_to(prompt, (tokens.shape[0],) + prompt.shape)
         embedded = self.t5.apply({"params": params}, tokens, method=T5.embed)
-        combined, mask = self.combine(prompt, embedded, tokens)
+        prompt = self.prompt(trainable, masks)
+        if prompt is None:
+            combined, mask = embedded, tokens > 0
+        else:
+            if prompt.ndim == 2:
+                prompt = jnp.broadcast_to(prompt, (tokens.shape[0],) + prompt.shape)
+            combined, mask = self.combine(prompt, embedded, tokens)
         encoded = self.t5.apply({"params": params}, combined, mask, deterministic, method=T5.encode_embedded,
                                 rngs=rngs)
         return encoded, mask

@@ -53,6 +53,9 @@ def update_mask(trainable, masks):
     A reparameterised prompt (EPT, P-Tuning) is masked at its output instead, which the forward pass
     already does; its parameters keep updating.
     """
+    if not masks:
+        return jax.tree.map(lambda _: None, trainable)
+
     def leaf_mask(path, leaf):
         names = [getattr(k, "key", None) for k in path]
         if names[:1] == [PROMPT] and names[-1:] == ["prompt"] and leaf.ndim == 2:
@@ -112,7 +115,9 @@ def make_train_step(model: PromptedT5, optimizer: optax.GradientTransformation, 
         updates = _apply_update_mask(updates, update_mask(state.trainable, state.masks))
         trainable = optax.apply_updates(state.trainable, updates)
         metrics = {"loss": loss / denom, "token_accuracy": correct / denom,
-                   "grad_norm": optax.global_norm(grads), "prompt_norm": optax.global_norm(trainable[PROMPT])}
+                   "grad_norm": optax.global_norm(grads)}
+        if PROMPT in trainable:
+            metrics["prompt_norm"] = optax.global_norm(trainable[PROMPT])
         if learning_rate_fn is not None:
             metrics["learning_rate"] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
         new_state = state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state)
@@ -151,7 +156,8 @@ def state_shardings(model: PromptedT5, optimizer, state_shapes: TrainState, mesh
 
 def make_shardings(model: PromptedT5, optimizer, state_shapes: TrainState, mesh, frozen_logical,
                    rules=partitioning.DEFAULT_RULES) -> Shardings:
-    frozen = partitioning.logical_to_sharding(frozen_logical, mesh, rules)
+    # Full fine-tuning moves the T5 weights into the trainable tree; the frozen tree is then empty.
+    frozen = {} if "t5" in state_shapes.trainable else partitioning.logical_to_sharding(frozen_logical, mesh, rules)
     state = state_shardings(model, optimizer, state_shapes, mesh, rules, frozen_logical)
     batch = {k: partitioning.batch_sharding(mesh) for k in BATCH_KEYS}
     return Shardings(mesh, tuple(rules), state, frozen, batch)

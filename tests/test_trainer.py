@@ -1,0 +1,111 @@
+"""The prompt-tuning run end to end on the real T5X fixture: run folder, resume, refusals, CLI."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cache_helpers import write_label_task
+from conftest import REPO, shared_path
+from xprompt_jax import trainer
+from xprompt_jax.errors import ConfigError
+from xprompt_jax.models.config import t5_config
+from xprompt_jax.prompted import PromptSpec
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    vocab = shared_path("fixtures", "t5_sentencepiece.model")
+    return {"train": write_label_task(root / "train", vocab, n=48),
+            "eval": write_label_task(root / "eval", vocab, n=20, seed=1),
+            "checkpoint": str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3"))}
+
+
+def _train(data, model_dir, **overrides):
+    kwargs = dict(model_dir=str(model_dir), checkpoint=data["checkpoint"], train_cache=data["train"],
+                  eval_cache=data["eval"], batch_size=8, train_steps=6, eval_period=3, checkpoint_period=3,
+                  log_period=2, model_config=t5_config("t5_1_1_prompt_tuning_test"),
+                  prompt_spec=PromptSpec(length=4, pieces=2))
+    kwargs.update(overrides)
+    return trainer.train(**kwargs)
+
+
+def test_run_folder_holds_checkpoints_best_metrics_summaries_and_exports(data, tmp_path):
+    result = _train(data, tmp_path / "run")
+    run = tmp_path / "run"
+    assert sorted(os.listdir(run / "checkpoints")) == ["3", "6"]
+    assert len(os.listdir(run / "best")) == 1
+    lines = [json.loads(l) for l in open(run / "eval_metrics.jsonl")]
+    assert [l["step"] for l in lines] == [3, 6] and all(0 <= l["accuracy"] <= 100 for l in lines)
+    assert result["best"]["accuracy"] == max(l["accuracy"] for l in lines)
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(run / "train"))
+    prompt = np.load(run / "export" / "prompt.npy")
+    assert prompt.shape == (4, 4)
+    np.testing.assert_array_equal(prompt, result["prompt"])
+    assert json.load(open(run / "export" / "peft_adapter" / "adapter_config.json"))["num_virtual_tokens"] == 4
+    config = json.load(open(run / "run_config.json"))
+    assert config["prompt"]["length"] == 4 and config["trainable"] == "prompt"
+
+
+def test_restart_with_another_config_is_refused_before_training(data, tmp_path):
+    _train(data, tmp_path / "run", train_steps=3)
+    with pytest.raises(ConfigError, match=r"different config \(prompt.length: 4 -> 6\)"):
+        _train(data, tmp_path / "run", prompt_spec=PromptSpec(length=6, pieces=2))
+
+
+def test_wrong_width_or_vocabulary_checkpoint_is_refused(data, tmp_path):
+    from xprompt_jax.errors import CheckpointError
+    with pytest.raises(CheckpointError):
+        _train(data, tmp_path / "run", model_config=t5_config("t5_1_1_tiny"))
+
+
+def _cli(model_dir, data, steps, period):
+    return [sys.executable, "-m", "xprompt_jax.main", "train",
+            "--gin_file=sizes/prompt_tuning_test.gin", "--gin_file=prompts/sampled_vocabulary.gin",
+            "--gin_file=runs/prompt_tune.gin",
+            f"--gin.MODEL_DIR='{model_dir}'", f"--gin.CHECKPOINT='{data['checkpoint']}'",
+            f"--gin.xprompt_jax.train.train_cache='{data['train']}'",
+            f"--gin.xprompt_jax.train.eval_cache='{data['eval']}'",
+            "--gin.BATCH_SIZE=8", f"--gin.TRAIN_STEPS={steps}", f"--gin.CHECKPOINT_PERIOD={period}",
+            f"--gin.EVAL_PERIOD={steps}", "--gin.PROMPT_LENGTH=4", "--gin.xprompt_jax.PromptSpec.pieces=2"]
+
+
+def test_killed_run_resumes_to_the_uninterrupted_prompt(data, tmp_path):
+    steps, period = 150, 10
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    whole = subprocess.run(_cli(tmp_path / "whole", data, steps, period), env=env, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(killed_dir, data, steps, period), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = killed_dir / "checkpoints"
+        if ckpts.exists() and any(name.isdigit() for name in os.listdir(ckpts)):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed_dir / "export").exists()
+    resumed = subprocess.run(_cli(killed_dir, data, steps, period), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    np.testing.assert_allclose(np.load(killed_dir / "export" / "prompt.npy"),
+                               np.load(tmp_path / "whole" / "export" / "prompt.npy"), rtol=1e-6, atol=1e-7)
+
+
+def test_cli_errors_are_one_line(tmp_path, data):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    missing = subprocess.run([sys.executable, "-m", "xprompt_jax.main", "train", "--gin_file=runs/prompt_tune.gin"],
+                             env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "MODEL_DIR" in missing.stderr
+    unknown = subprocess.run([sys.executable, "-m", "xprompt_jax.main", "train", "--gin_file=runs/prompt_tune.gin",
+                              "--gin.NOT_A_MACRO_OR_NAME.x=1"], env=env, capture_output=True, text=True)
+    assert unknown.returncode == 2 and "NOT_A_MACRO_OR_NAME" in unknown.stderr

@@ -1,0 +1,90 @@
+"""Orbax checkpoints of a run under ``MODEL_DIR``: resumable state and the best prompt so far.
+
+``MODEL_DIR/checkpoints/<step>/`` holds the ``TrainState`` (trainable params, optimiser state, masks,
+step, RNG) and the data position as JSON; orbax writes each into a temporary folder and renames it
+when complete, so a run killed mid-save leaves the previous checkpoint intact. ``MODEL_DIR/best/<step>/``
+keeps only the best evaluation's trainable params and masks with its metrics. The frozen T5 is never
+written: it is re-read from its own checkpoint on restart.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Tuple
+
+import jax
+import orbax.checkpoint as ocp
+
+logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def _abstract(tree, shardings=None):
+    if shardings is None:
+        return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+class RunCheckpoints:
+    """Periodic, resumable checkpoints (the newest ``keep`` are kept)."""
+
+    def __init__(self, model_dir: str, keep: int = 3):
+        self.directory = f"{model_dir.rstrip('/')}/checkpoints"
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+    def latest_step(self) -> Optional[int]:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, data_position: dict):
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        data=ocp.args.JsonSave(data_position)), force=True)
+
+    def restore(self, template_state, shardings=None, step: Optional[int] = None) -> Tuple[object, dict]:
+        step = self.latest_step() if step is None else step
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_abstract(template_state, shardings)), data=ocp.args.JsonRestore()))
+        return restored.state, restored.data
+
+    def wait(self):
+        self.manager.wait_until_finished()
+
+    def close(self):
+        self.manager.close()
+
+
+class BestCheckpoint:
+    """The trainable params and masks of the best evaluation by ``metric`` (higher is better)."""
+
+    def __init__(self, model_dir: str, metric: str):
+        self.metric = metric
+        self.directory = f"{model_dir.rstrip('/')}/best"
+        self.manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, best_fn=lambda m: m[metric], best_mode="max",
+            keep_checkpoints_without_metrics=False))
+
+    def best(self) -> Optional[Tuple[int, dict]]:
+        step = self.manager.best_step()
+        if step is None:
+            return None
+        return step, self.manager.restore(step, args=ocp.args.Composite(metrics=ocp.args.JsonRestore())).metrics
+
+    def save(self, step: int, trainable, masks, metrics: dict):
+        self.manager.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave({"trainable": trainable, "masks": masks}),
+            metrics=ocp.args.JsonSave(metrics)), metrics=metrics, force=True)
+
+    def restore(self, template=None, step: Optional[int] = None):
+        """``({'trainable', 'masks'}, metrics)`` of the best (or a given) step."""
+        step = self.manager.best_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no best checkpoint under {self.directory}")
+        params_arg = (ocp.args.StandardRestore(_abstract(template)) if template is not None
+                      else ocp.args.StandardRestore())
+        restored = self.manager.restore(step, args=ocp.args.Composite(params=params_arg,
+                                                                      metrics=ocp.args.JsonRestore()))
+        return restored.params, restored.metrics
+
+    def wait(self):
+        self.manager.wait_until_finished()
+
+    def close(self):
+        self.manager.close()

@@ -1,0 +1,434 @@
+"""The prompt-tuning run: frozen T5 + prompt, trained, evaluated and checkpointed under ``MODEL_DIR``.
+
+``train()`` is the gin entry point (``train.model_dir = %MODEL_DIR`` ...). It reads its data from numpy
+caches of seqio task splits (``xprompt_jax.data.cache``), so nothing here imports TensorFlow; a missing
+cache is written first by the data side, which does. Layout of ``MODEL_DIR``:
+
+    run_config.json      model, prompt and data settings; a restart with different ones is refused
+    checkpoints/<step>/  resumable state (orbax), every ``checkpoint_period`` steps and at the end
+    best/<step>/         trainable params and masks of the best evaluation by ``eval_metric``
+    eval_metrics.jsonl   one line per evaluation
+    train/, eval/        TensorBoard summaries
+    export/              prompt.npy and peft_adapter/ of the best prompt
+
+A restarted run restores the latest checkpoint, including the data position, and continues as if it
+had never stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Dict, Optional, Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xprompt_jax import evaluation, export, partitioning, training
+from xprompt_jax.errors import ConfigError
+from xprompt_jax.models.config import T5Config, t5_config
+from xprompt_jax.models.t5 import init_params, logical_axes
+from xprompt_jax.optimizers import learning_rate_schedule, make_optimizer
+from xprompt_jax.progress import Progress
+from xprompt_jax.prompted import PromptedT5, PromptSpec, build_prompted_t5
+from xprompt_jax.run_checkpoints import BestCheckpoint, RunCheckpoints
+
+RUN_CONFIG = "run_config.json"
+# Fields of run_config.json that must match for a restart to continue the same run.
+STRUCTURAL = ("model", "prompt", "trainable")
+
+
+def _is_main() -> bool:
+    return jax.process_index() == 0
+
+
+def log(message: str):
+    if _is_main():
+        print(message, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Frozen model
+# ------------------------------------------------------------------------------------------------
+def load_frozen(checkpoint: Optional[str], config: Optional[T5Config], frozen_dtype: Optional[str] = None,
+                seed: int = 0):
+    """(config, params) from a T5X / Hugging Face checkpoint, or random weights when ``checkpoint`` is None."""
+    if checkpoint:
+        from xprompt_jax.checkpoints import load_t5_checkpoint
+        config, params = load_t5_checkpoint(checkpoint, config, param_dtype=frozen_dtype)
+    else:
+        if config is None:
+            raise ConfigError("train.checkpoint is unset and no model config is given: set train.checkpoint "
+                              "(a T5X or Hugging Face T5 checkpoint) or a gin size file")
+        log("[train] no checkpoint given: the frozen model has random weights (tests and benchmarks only)")
+        params = jax.tree.map(np.asarray, init_params(config, jax.random.PRNGKey(seed)))
+        if frozen_dtype:
+            params = jax.tree.map(lambda x: x.astype(frozen_dtype), params)
+    return config, params
+
+
+def require_string(macro: str, value, binding: str):
+    """gin passes an unset ``%gin.REQUIRED`` macro through as a sentinel object: name the macro instead."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{macro} is not set: pass --gin.{macro}=\"'/path'\" (or bind {binding})")
+
+
+def default_model_config(checkpoint: Optional[str]) -> Optional[T5Config]:
+    """The gin-bound config (models/ + sizes/ files), except for Hugging Face folders, which carry their own."""
+    if checkpoint:
+        from xprompt_jax.checkpoints import resolve_checkpoint
+        if resolve_checkpoint(checkpoint)[1] == "huggingface":
+            return None
+    return t5_config()
+
+
+# ------------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------------
+def open_split(task: Optional[str], split: str, cache: Optional[str], data_cache_dir: Optional[str],
+               input_length: int, target_length: int):
+    """The cached split to read: ``cache`` if given, else ``data_cache_dir/<task>/<split>-<lengths>``.
+
+    A missing cache is written from the seqio task first (this is the only place that needs TensorFlow).
+    """
+    from xprompt_jax.data.cache import CachedSplit
+    if cache is None:
+        if not task or not data_cache_dir:
+            raise ConfigError(f"no data for split {split!r}: set train.task and train.data_cache_dir, "
+                              "or the cache folder itself (train.train_cache / train.eval_cache)")
+        cache = os.path.join(data_cache_dir, task, f"{split}-{input_length}-{target_length}")
+        if not os.path.exists(os.path.join(cache, "meta.json")):
+            log(f"[data] writing the cache of {task}:{split} to {cache} (seqio)")
+            from xprompt_jax.data.write_cache import write_cache
+            write_cache(task, split, cache, {"inputs": input_length, "targets": target_length})
+    return CachedSplit.open(cache)
+
+
+def _eval_batches(split, batch_size: int):
+    """(batch, valid) pairs over the whole split in order; the last batch padded (valid=False rows)."""
+    for batch in split.eval_batches(batch_size):
+        valid = batch.pop("mask")
+        batch.pop("example_index")
+        yield {k: jnp.asarray(batch[k]) for k in training.BATCH_KEYS}, valid
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation against the task's metrics
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Evaluator:
+    """Scores a prompt on one cached split by rank classification or greedy decoding."""
+    model: PromptedT5
+    split: Any
+    vocabulary: Any
+    batch_size: int
+    mode: str = "auto"
+    max_decode_length: Optional[int] = None
+
+    def __post_init__(self):
+        from xprompt_jax import task_info
+        self.info = task_info.for_split(self.split)
+        if self.mode == "auto":
+            self.mode = "rank" if self.info.label_names else "decode"
+        if self.mode == "rank" and not self.info.label_names:
+            raise ConfigError(f"rank classification needs label names; task {self.info.name!r} has none "
+                              "(use train.eval_mode='decode')")
+        if self.mode not in ("rank", "decode"):
+            raise ConfigError(f"unknown eval mode {self.mode!r}: 'rank', 'decode' or 'auto'")
+        if self.mode == "rank":
+            self.label_ids = self.vocabulary.encode_padded(self.info.label_names)
+        self.max_decode_length = self.max_decode_length or self.split.features["decoder_target_tokens"].shape[1]
+
+    def predictions_text(self, trainable, frozen, masks) -> list:
+        batches = _eval_batches(self.split, self.batch_size)
+        if self.mode == "rank":
+            best = evaluation.predict_labels(self.model, trainable, frozen, masks, batches, self.label_ids)
+            return [self.info.label_names[i] for i in best]
+        tokens = evaluation.predict_tokens(self.model, trainable, frozen, masks, batches, self.max_decode_length)
+        return [self.vocabulary.decode(t) for t in tokens]
+
+    def __call__(self, trainable, frozen, masks) -> Dict[str, float]:
+        texts = self.predictions_text(trainable, frozen, masks)
+        return self.info.score(texts, self.split.examples)
+
+
+# ------------------------------------------------------------------------------------------------
+# Run folder bookkeeping
+# ------------------------------------------------------------------------------------------------
+def check_run_config(model_dir: str, run_config: Dict[str, Any]):
+    """Write ``run_config.json``, or refuse to continue a run written by a different config."""
+    path = os.path.join(model_dir, RUN_CONFIG)
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        for section in STRUCTURAL:
+            old, new = previous.get(section), json.loads(json.dumps(run_config.get(section)))
+            if old != new:
+                diffs = [k for k in sorted(set(old or {}) | set(new or {}))
+                         if (old or {}).get(k) != (new or {}).get(k)] if isinstance(old, dict) else []
+                detail = ", ".join(f"{section}.{k}: {(old or {}).get(k)!r} -> {(new or {}).get(k)!r}" for k in diffs)
+                raise ConfigError(f"MODEL_DIR {model_dir} holds a run with a different config ({detail or section}); "
+                                  "use a new MODEL_DIR, or restore the original settings to resume it")
+    elif _is_main():
+        os.makedirs(model_dir, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(run_config, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+
+
+class Summaries:
+    """TensorBoard scalars (tensorboardX: no TensorFlow), written by process 0 only."""
+
+    def __init__(self, model_dir: str, enabled: bool = True):
+        self.writers = {}
+        if enabled and _is_main():
+            from tensorboardX import SummaryWriter
+            self.writers = {name: SummaryWriter(os.path.join(model_dir, name)) for name in ("train", "eval")}
+
+    def scalars(self, kind: str, step: int, values: Dict[str, float]):
+        writer = self.writers.get(kind)
+        if writer is not None:
+            for k, v in values.items():
+                writer.add_scalar(k, float(v), step)
+            writer.flush()
+
+    def close(self):
+        for writer in self.writers.values():
+            writer.close()
+
+
+def label_token_ids(vocabulary, split) -> Optional[list]:
+    from xprompt_jax import task_info
+    names = task_info.for_split(split).label_names
+    return [vocabulary.encode(n, add_eos=False) for n in names] if names else None
+
+
+# ------------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------------
+@gin.configurable(module="xprompt_jax", denylist=["model_config", "prompt_spec", "optimizer"])
+def train(model_dir: str = gin.REQUIRED,
+          checkpoint: Optional[str] = None,
+          task: Optional[str] = None,
+          train_split: str = "train",
+          eval_split: Optional[str] = "validation",
+          train_cache: Optional[str] = None,
+          eval_cache: Optional[str] = None,
+          data_cache_dir: Optional[str] = None,
+          vocabulary_path: Optional[str] = None,
+          input_length: int = 512,
+          target_length: int = 16,
+          batch_size: int = 32,
+          train_steps: int = 30000,
+          eval_period: int = 1000,
+          checkpoint_period: int = 1000,
+          keep_checkpoints: int = 3,
+          accumulation_steps: int = 1,
+          seed: int = 0,
+          eval_metric: str = "accuracy",
+          eval_mode: str = "auto",
+          eval_batch_size: Optional[int] = None,
+          early_stopping_patience: Optional[int] = None,
+          mesh_data: int = -1,
+          mesh_model: int = 1,
+          frozen_dtype: Optional[str] = None,
+          dropout: bool = False,
+          z_loss: float = 1e-4,
+          log_period: int = 100,
+          export_peft: bool = True,
+          trainable: str = "prompt",
+          model_config: Optional[T5Config] = None,
+          prompt_spec: Optional[PromptSpec] = None,
+          optimizer=None) -> Dict[str, Any]:
+    """Train a prompt on a frozen T5; returns the final and best metrics. Defaults are Lester et al.'s.
+
+    Every argument is a gin binding (``train.batch_size = 32``); the run files in ``gin/runs/`` set them
+    from macros (``MODEL_DIR``, ``TASK``, ``BATCH_SIZE`` ...). ``checkpoint`` is a T5X checkpoint (with a
+    size gin file) or a Hugging Face T5 folder. ``frozen_dtype='bfloat16'`` halves the frozen weights'
+    memory; the prompt stays float32. ``trainable``: 'prompt' (prompt tuning), 'model' (full
+    fine-tuning, no prompt: every T5 weight trains, optimiser state sharded like the weights; also
+    how the demo's model is pre-trained) or 'prompt+model'.
+    """
+    if trainable not in ("prompt", "model", "prompt+model"):
+        raise ConfigError(f"train.trainable must be 'prompt', 'model' or 'prompt+model', got {trainable!r}")
+    started = time.time()
+    require_string("MODEL_DIR", model_dir, "train.model_dir")
+    if accumulation_steps < 1 or batch_size % accumulation_steps:
+        raise ConfigError(f"train.accumulation_steps={accumulation_steps} must divide train.batch_size={batch_size}")
+    model_config = model_config if model_config is not None else default_model_config(checkpoint)
+    prompt_spec = prompt_spec or PromptSpec()
+    vocabulary_path = vocabulary_path or os.environ.get("XPROMPT_VOCAB_PATH")
+
+    # Data first: a bad task or cache fails before anything is loaded or compiled.
+    train_data = open_split(task, train_split, train_cache, data_cache_dir, input_length, target_length)
+    eval_data = (open_split(task, eval_split, eval_cache, data_cache_dir, input_length, target_length)
+                 if (eval_split or eval_cache) else None)
+    from xprompt_jax.vocabulary import DEFAULT_VOCAB_PATH, load_vocabulary
+    vocabulary = load_vocabulary(vocabulary_path or train_data.meta.get("vocabulary", {}).get("path")
+                                 or DEFAULT_VOCAB_PATH)
+
+    config, frozen = load_frozen(checkpoint, model_config, frozen_dtype, seed)
+    _check_vocabulary(config, vocabulary, checkpoint)
+    cached_length = train_data.features["encoder_input_tokens"].shape[1]
+    if trainable == "model":
+        model = PromptedT5(config, None)
+    else:
+        model = build_prompted_t5(config, prompt_spec, frozen, label_token_ids(vocabulary, train_data),
+                                  input_length=cached_length)
+    optimizer = optimizer or make_optimizer()
+    lr_fn = learning_rate_schedule()
+
+    run_config = {"model": dataclasses.asdict(config),
+                  "prompt": prompt_spec.to_dict() if trainable != "model" else None, "trainable": trainable,
+                  "data": {"task": task, "train": train_data.path, "eval": eval_data.path if eval_data else None,
+                           "batch_size": batch_size, "seed": seed}, "checkpoint": checkpoint}
+    check_run_config(model_dir, run_config)
+
+    mesh = partitioning.make_mesh(mesh_data, mesh_model)
+    partitioning.check_divisible(batch_size, mesh)
+    initial = None
+    if trainable != "prompt":  # the T5 weights move from the frozen tree to the trainable one
+        initial = {**model.init(jax.random.split(jax.random.PRNGKey(seed))[0])[0], "t5": frozen}
+        frozen = {}
+    state = training.create_state(model, optimizer, jax.random.PRNGKey(seed), trainable=initial)
+    shardings = training.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
+    frozen = jax.device_put(frozen, shardings.frozen)
+
+    checkpoints = RunCheckpoints(model_dir, keep_checkpoints)
+    best = BestCheckpoint(model_dir, eval_metric)
+    start_step = 0
+    if checkpoints.latest_step() is not None:
+        state, position = checkpoints.restore(state, shardings.state)
+        start_step = int(position["step"])
+        log(f"[train] resumed from {checkpoints.directory}/{start_step}")
+    else:
+        state = jax.device_put(state, shardings.state)
+
+    n_trainable = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.trainable))
+    log(f"[train] model: {config.emb_dim}-wide, {config.num_encoder_layers}+{config.num_decoder_layers} layers; "
+        f"prompt {prompt_spec.length}x{config.emb_dim} ({prompt_spec.init}); trainable parameters: {n_trainable:,}")
+    log(f"[train] mesh {dict(mesh.shape)} on {jax.device_count()} {jax.default_backend()} device(s), "
+        f"{jax.process_count()} process(es); batch {batch_size}; {train_data.num_examples} training examples")
+
+    step_fn = training.jit_train_step(training.make_train_step(model, optimizer, z_loss, accumulation_steps,
+                                                               dropout, lr_fn), shardings)
+    evaluator = (Evaluator(model, eval_data, vocabulary, eval_batch_size or batch_size, eval_mode)
+                 if eval_data is not None else None)
+    summaries = Summaries(model_dir)
+    progress = Progress(train_steps, start_step)
+    batches = train_data.batches(batch_size, shuffle=True, seed=seed, start_step=start_step,
+                                 process_index=jax.process_index(), process_count=jax.process_count())
+
+    history, stale, last_eval = [], 0, None
+    best_so_far = best.best()
+    best_value = best_so_far[1][eval_metric] if best_so_far else -np.inf
+    step = start_step
+    while step < train_steps:
+        local = next(batches)
+        state, metrics = step_fn(state, frozen, partitioning.global_batch(
+            {k: local[k] for k in training.BATCH_KEYS}, mesh))
+        step += 1
+        if step % log_period == 0 or step == train_steps or step == start_step + 1:
+            values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            summaries.scalars("train", step, values)
+            progress.update(step, {k: values[k] for k in ("loss", "learning_rate") if k in values})
+        if step % checkpoint_period == 0 or step == train_steps:
+            checkpoints.save(step, state, {"step": step, "seed": seed, "batch_size": batch_size})
+        if evaluator is not None and (step % eval_period == 0 or step == train_steps):
+            last_eval = evaluator(state.trainable, frozen, state.masks)
+            record = {"step": step, **last_eval}
+            history.append(record)
+            summaries.scalars("eval", step, last_eval)
+            _append_jsonl(os.path.join(model_dir, "eval_metrics.jsonl"), record)
+            if eval_metric not in last_eval:
+                raise ConfigError(f"train.eval_metric={eval_metric!r} is not among this task's metrics "
+                                  f"{sorted(last_eval)}")
+            log(f"[eval] step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in last_eval.items()))
+            if last_eval[eval_metric] > best_value:
+                best_value, stale = last_eval[eval_metric], 0
+                best.save(step, state.trainable, state.masks, record)
+            else:
+                stale += 1
+                if early_stopping_patience and stale >= early_stopping_patience:
+                    log(f"[train] early stop at step {step}: no {eval_metric} gain in {stale} evaluations")
+                    checkpoints.save(step, state, {"step": step, "seed": seed, "batch_size": batch_size})
+                    break
+    checkpoints.wait()
+    best.wait()
+    summaries.close()
+
+    result = {"step": step, "final": last_eval, "history": history, "trainable_parameters": n_trainable,
+              "seconds": time.time() - started}
+    best_entry = best.best()
+    final_trainable, final_masks = state.trainable, state.masks
+    if best_entry is not None:
+        result["best"] = best_entry[1]
+        params, _ = best.restore()
+        final_trainable, final_masks = params["trainable"], params["masks"]
+    export_dir = os.path.join(model_dir, export.EXPORT_DIR)
+    if model.prompt_module is not None:
+        prompt_values = np.asarray(model.prompt(final_trainable, final_masks))
+        result["prompt"] = prompt_values
+        if _is_main():
+            export.save_npy(os.path.join(export_dir, export.PROMPT_FILE), prompt_values)
+            if export_peft:
+                export.save_peft_adapter(os.path.join(export_dir, "peft_adapter"), prompt_values, checkpoint, config)
+    if "t5" in final_trainable:
+        export.save_t5_checkpoint(os.path.join(export_dir, "model"), final_trainable["t5"])
+    log(f"[train] done: step {step} in {result['seconds']:.0f}s; exported to {export_dir}")
+    checkpoints.close()
+    best.close()
+    return result
+
+
+def _check_vocabulary(config: T5Config, vocabulary, checkpoint):
+    if vocabulary.piece_count > config.vocab_size:
+        raise ConfigError(f"the vocabulary {vocabulary.path} has {vocabulary.piece_count} pieces but the model "
+                          f"{checkpoint or ''} embeds only {config.vocab_size}; use the model's own vocabulary")
+
+
+def _append_jsonl(path: str, record: dict):
+    if _is_main():
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+@gin.configurable(module="xprompt_jax", denylist=["model_config"])
+def evaluate(prompt_source: str = gin.REQUIRED,
+             checkpoint: Optional[str] = None,
+             task: Optional[str] = None,
+             split: str = "validation",
+             cache: Optional[str] = None,
+             data_cache_dir: Optional[str] = None,
+             vocabulary_path: Optional[str] = None,
+             input_length: int = 512,
+             target_length: int = 16,
+             batch_size: int = 32,
+             mode: str = "auto",
+             combine: str = "prefix",
+             seed: int = 0,
+             model_config: Optional[T5Config] = None) -> Dict[str, float]:
+    """Score a saved prompt (``.npy``, PEFT adapter, or a run's ``MODEL_DIR`` export) on a task split."""
+    require_string("PROMPT_SOURCE", prompt_source, "evaluate.prompt_source")
+    values, source = export.load_prompt_source(prompt_source)
+    data = open_split(task, split, cache, data_cache_dir, input_length, target_length)
+    from xprompt_jax.vocabulary import DEFAULT_VOCAB_PATH, load_vocabulary
+    vocabulary = load_vocabulary(vocabulary_path or os.environ.get("XPROMPT_VOCAB_PATH")
+                                 or data.meta.get("vocabulary", {}).get("path") or DEFAULT_VOCAB_PATH)
+    model_config = model_config if model_config is not None else default_model_config(checkpoint)
+    config, frozen = load_frozen(checkpoint, model_config, seed=seed)
+    from xprompt_jax.prompts.initializers import from_array
+    from xprompt_jax.prompts.modules import Prompt
+    if values.shape[1] != config.emb_dim:
+        raise ConfigError(f"the prompt in {source} is {values.shape[1]} wide but the model is {config.emb_dim} wide")
+    model = PromptedT5(config, Prompt(length=values.shape[0], width=config.emb_dim, pieces=1,
+                                      init_fn=from_array(values, source)), combine)
+    trainable, masks = model.init(jax.random.PRNGKey(0))
+    metrics = Evaluator(model, data, vocabulary, batch_size, mode)(trainable, frozen, masks)
+    log(f"[evaluate] {source} on {data.meta.get('task')}:{data.meta.get('split')}: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+    return metrics
