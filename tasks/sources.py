@@ -1,0 +1,179 @@
+"""Where a task's examples come from: TFDS (the default) or official ``.jsonl`` files, plus few-shot splits.
+
+``TaskSource`` is one seqio ``DataSource`` for every GLUE/SuperGLUE task. Its standard splits come from
+TFDS (``super_glue/<config>:1.0.2``, ``glue/<config>:2.0.0``) unless a local folder of official SuperGLUE
+files is named, in which case ``tasks.superglue_files`` reads them into the same features. On top it offers
+``train_k4``/``train_k16``/``train_k32`` (a fixed-seed draw from ``train``, see
+``superglue_files.few_shot_subset``) and, with a FewGLUE folder, ``fewglue_train``/``fewglue_dev32``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from tasks import superglue_files as files
+from tasks.specs import TaskSpec
+from xprompt_jax.errors import DataError
+
+_KINDS = {
+    "text": tf.TensorSpec([], tf.string),
+    "int32": tf.TensorSpec([], tf.int32),
+    "idx": tf.TensorSpec([], tf.int32),
+    "label": tf.TensorSpec([], tf.int64),
+    "text_list": tf.TensorSpec([None], tf.string),
+}
+
+
+def output_signature(config: str) -> Dict[str, Any]:
+    """The tf.data element spec TFDS gives a SuperGLUE config, for datasets built from local rows."""
+    signature: Dict[str, Any] = {}
+    for name, kind in files.FEATURES[config].items():
+        if kind.startswith("idx:"):
+            signature[name] = {part: tf.TensorSpec([], tf.int32) for part in kind[4:].split(",")}
+        else:
+            signature[name] = _KINDS[kind]
+    return signature
+
+
+def rows_to_dataset(config: str, rows: Sequence[Mapping[str, Any]]) -> tf.data.Dataset:
+    """Python rows (``superglue_files``) -> tf.data with TFDS's dtypes and nesting.
+
+    Columns become tensors in one go (fast); ReCoRD's variable-length lists go through a generator.
+    """
+    rows = list(rows)
+    signature = output_signature(config)
+    if any(kind == "text_list" for kind in files.FEATURES[config].values()):
+        return tf.data.Dataset.from_generator(lambda: iter(rows), output_signature=signature)
+
+    def column(spec, values):
+        if isinstance(spec, dict):
+            return {k: column(spec[k], [v[k] for v in values]) for k in spec}
+        return tf.constant(values, dtype=spec.dtype, shape=[len(values)])
+
+    return tf.data.Dataset.from_tensor_slices({name: column(spec, [row[name] for row in rows])
+                                               for name, spec in signature.items()})
+
+
+class TaskSource(seqio.DataSource):
+    """Standard splits from TFDS or local files; ``train_k<k>`` and FewGLUE splits on top.
+
+    Args:
+      spec: the task's ``TaskSpec``.
+      data_dir: folder of official SuperGLUE files (``<dir>/<Task>/{train,val,test}.jsonl``); None: TFDS.
+      fewglue_dir: FewGLUE folder (``<dir>/<Task>/{train,dev32}.jsonl``); None: no FewGLUE splits.
+      tfds_data_dir: TFDS's data folder (None: TFDS's default).
+      origin: how ``data_dir``/``fewglue_dir`` were chosen, for error messages.
+    """
+
+    def __init__(self, spec: TaskSpec, *, data_dir: Optional[str] = None, fewglue_dir: Optional[str] = None,
+                 tfds_data_dir: Optional[str] = None, origin: str = ""):
+        self._spec = spec
+        self._data_dir = data_dir
+        self._fewglue_dir = fewglue_dir
+        self._origin = origin
+        self._tfds = None if data_dir else seqio.TfdsDataSource(
+            tfds_name=spec.tfds_name, tfds_data_dir=tfds_data_dir, splits=list(spec.splits))
+        splits = list(spec.splits) + [f"train_k{k}" for k in spec.few_shot_ks]
+        if fewglue_dir and spec.local_name:
+            splits += list(spec.fewglue_splits)
+        super().__init__(splits=splits)
+
+    @property
+    def supports_arbitrary_sharding(self) -> bool:
+        return False
+
+    def list_shards(self, split: str) -> Sequence[str]:
+        if self._tfds is not None and split in self._spec.splits:
+            return self._tfds.list_shards(split)
+        return [split]
+
+    def __repr__(self) -> str:
+        where = f"local files in {self._data_dir}" if self._data_dir else self._spec.tfds_name
+        return f"TaskSource({self._spec.name}: {where}, splits={list(self.splits)})"
+
+    def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
+                    shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None, use_cached=False,
+                    num_epochs=1) -> tf.data.Dataset:
+        del sequence_length, use_cached, num_epochs  # the Task applies these
+        if split not in self.splits:
+            raise DataError(self._unknown_split_message(split))
+        if self._tfds is not None and split in self._spec.splits:
+            return self._tfds.get_dataset(split=split, shuffle=shuffle, seed=seed, shard_info=shard_info)
+        if split.startswith("train_k"):
+            ds = self._few_shot(int(split[len("train_k"):]))
+        elif split in files.FEWGLUE_FILES:
+            ds = rows_to_dataset(self._spec.config, self._fewglue_rows(split))
+        else:
+            ds = rows_to_dataset(self._spec.config, self._local_rows(split))
+        if shard_info and shard_info.num_shards > 1:
+            ds = ds.shard(shard_info.num_shards, shard_info.index)
+        return ds
+
+    # ----------------------------------------------------------------------------------------------
+    def _keep(self):
+        """WSC simple training draws its few-shot examples among the positive ones (the only ones it keeps)."""
+        if self._spec.correct_referent_only:
+            return lambda ex: int(ex["label"]) == 1
+        return None
+
+    def _few_shot(self, k: int) -> tf.data.Dataset:
+        config = self._spec.config
+        if self._tfds is None:
+            rows = files.few_shot_subset(config, self._local_rows("train"), k, keep=self._keep())
+            return rows_to_dataset(config, rows)
+        # TFDS: read only the ids (and labels) once, draw, then filter the full examples in TensorFlow.
+        full = self._tfds.get_dataset(split="train", shuffle=False)
+        light = full.map(lambda x: {"idx": x["idx"], "label": x.get("label", tf.constant(-1, tf.int64))})
+        rows = [_to_python(r) for r in light.as_numpy_iterator()]
+        chosen = sorted({files.unit_id(config, r) for r in files.few_shot_subset(config, rows, k, keep=self._keep())})
+        chosen_t = tf.constant(chosen, tf.int64)
+
+        def unit(x):
+            idx = x["idx"]
+            if isinstance(idx, dict):
+                idx = idx["paragraph"] if config == "multirc" else idx["passage"]
+            return tf.cast(idx, tf.int64)
+
+        return full.filter(lambda x: tf.reduce_any(tf.equal(unit(x), chosen_t)))
+
+    def _local_rows(self, split: str) -> List[Dict[str, Any]]:
+        root = self._data_dir
+        if not os.path.isdir(root):
+            raise DataError(f"SuperGLUE folder {root} ({self._origin or 'data_dir'}) does not exist: set "
+                            f"{files.SUPERGLUE_DIR_ENV} or pass data_dir= to register_superglue() to a folder "
+                            "holding <Task>/{train,val,test}.jsonl, or unset both to read TFDS")
+        path = files.split_file(root, self._spec.local_name, self._spec.config, split)
+        if not os.path.isfile(path):
+            raise DataError(f"{self._spec.name}: split {split!r} needs {path}, which is missing from the "
+                            f"SuperGLUE folder {root} ({self._origin or 'data_dir'}); put the official file "
+                            f"there or pick another split ({', '.join(self.splits)})")
+        return files.load_examples(self._spec.config, path)
+
+    def _fewglue_rows(self, split: str) -> List[Dict[str, Any]]:
+        root = self._fewglue_dir
+        path = os.path.join(root, self._spec.local_name, files.FEWGLUE_FILES[split])
+        if not os.path.isdir(root):
+            raise DataError(f"FewGLUE folder {root} does not exist: set {files.FEWGLUE_DIR_ENV} or pass "
+                            "fewglue_dir= to register_superglue() to a folder holding <Task>/{train,dev32}.jsonl")
+        if not os.path.isfile(path):
+            raise DataError(f"{self._spec.name}: split {split!r} needs {path}, missing from the FewGLUE folder {root}")
+        return files.load_examples(self._spec.config, path)
+
+    def _unknown_split_message(self, split: str) -> str:
+        message = f"task {self._spec.name} has no split {split!r}; its splits: {', '.join(self.splits)}"
+        if split in files.FEWGLUE_FILES and not self._fewglue_dir:
+            message += (f". FewGLUE splits need a FewGLUE folder: set {files.FEWGLUE_DIR_ENV} or pass "
+                        "fewglue_dir= to register_superglue()")
+        return message
+
+
+def _to_python(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_python(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
