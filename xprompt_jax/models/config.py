@@ -108,6 +108,10 @@ def _named_configs() -> dict:
     named["t5_1_1_prompt_tuning_test"] = T5Config(
         num_heads=2, head_dim=2, emb_dim=4, mlp_dim=8, num_encoder_layers=2, num_decoder_layers=2,
         relative_attention_num_buckets=4, relative_attention_max_distance=8)
+    # The built-in demo's model (tasks/demo.py): its vocabulary has 21 pieces, its inputs at most 9 words.
+    named["t5_1_1_demo"] = T5Config(
+        vocab_size=128, num_heads=4, head_dim=16, emb_dim=64, mlp_dim=128, num_encoder_layers=2,
+        num_decoder_layers=2, relative_attention_num_buckets=16, relative_attention_max_distance=32)
     return named
 
 
