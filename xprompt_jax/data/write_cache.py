@@ -1,0 +1,172 @@
+"""Write one task split as a NumPy cache (``xprompt_jax.data.cache``); this side needs seqio and TensorFlow.
+
+Runs the registered seqio task in order (no shuffling), trims to the sequence lengths as the task does
+(EOS kept last), converts features with seqio's ``EncDecFeatureConverter(pack=False)``, and writes the
+arrays with the per-example records the TF-free evaluation needs. It reports how many examples were cut
+to fit, since a truncated input or target silently changes what is trained and scored.
+
+  python -m xprompt_jax.data.write_cache --task taskless_super_glue_rte_v102 --split validation \\
+      --out caches/rte_val --inputs_length 256 --targets_length 8 [--data_dir DIR] [--vocab_path P]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+
+from xprompt_jax.data.cache import FEATURES, CachedSplit, write_cached_split
+from xprompt_jax.errors import DataError
+
+_TEXT_KEYS = ("inputs_pretokenized", "targets_pretokenized")
+_TOKEN_KEYS = ("inputs", "targets")
+
+
+def _registered_task(task_name: str):
+    import seqio
+
+    import tasks.glue  # noqa: F401  (registers the GLUE tasks)
+    import tasks.superglue  # noqa: F401  (registers the SuperGLUE tasks)
+
+    if task_name not in seqio.TaskRegistry.names():
+        raise DataError(f"unknown task {task_name!r}; registered tasks: {', '.join(sorted(seqio.TaskRegistry.names()))}")
+    return seqio.get_mixture_or_task(task_name)
+
+
+def _plain(value: Any) -> Any:
+    """NumPy/bytes values of a tf.data example -> JSON values."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _absolute_if_local(path: str) -> str:
+    """A local vocabulary path made absolute, so the cache names it from any working directory."""
+    return os.path.abspath(path) if "://" not in path and os.path.exists(path) else path
+
+
+def example_record(example: Mapping[str, Any]) -> Dict[str, Any]:
+    """Everything but the token arrays, JSON-ready; ``idx/<part>`` keys folded into a nested ``idx``."""
+    record: Dict[str, Any] = {}
+    nested: Dict[str, Any] = {}
+    for key, value in example.items():
+        if key in _TOKEN_KEYS:
+            continue
+        if key.startswith("idx/"):
+            nested[key[4:]] = _plain(value)
+        else:
+            record[key] = _plain(value)
+    if nested:
+        record["idx"] = nested
+    return record
+
+
+def write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mapping[str, int], *,
+                num_examples: Optional[int] = None, overwrite: bool = False) -> CachedSplit:
+    """Caches ``split`` of a registered task at ``out_dir``; returns it opened.
+
+    Args:
+      task_name: a registered seqio task (``tasks.specs.task_names()``).
+      split: one of the task's splits (``validation``, ``train_k16``, ``fewglue_dev32``, ...).
+      out_dir: the cache folder to create (atomically).
+      sequence_length: ``{"inputs": N, "targets": M}``: longer examples are cut, EOS kept last.
+      num_examples: cache only the first n examples (None: all).
+      overwrite: replace an existing cache at ``out_dir``.
+    """
+    import seqio
+    import tensorflow as tf
+
+    lengths = {"inputs": int(sequence_length["inputs"]), "targets": int(sequence_length["targets"])}
+    task = _registered_task(task_name)
+    if split not in task.splits:
+        raise DataError(f"task {task_name} has no split {split!r}; its splits: {', '.join(task.splits)}")
+    ds = task.get_dataset(sequence_length=lengths, split=split, shuffle=False, num_epochs=1, seed=None)
+    if num_examples is not None:
+        ds = ds.take(num_examples)
+    raw = list(ds.as_numpy_iterator())
+
+    vocabulary = task.output_features["targets"].vocabulary
+    truncated = {key: 0 for key in _TOKEN_KEYS}
+    for example in raw:
+        for key in _TOKEN_KEYS:
+            full = len(vocabulary.encode(example[f"{key}_pretokenized"].decode("utf-8"))) + 1  # + EOS
+            truncated[key] += full > lengths[key]
+
+    spec = {key: tf.TensorSpec([None], tf.int32) for key in _TOKEN_KEYS}
+    tokens = tf.data.Dataset.from_generator(
+        lambda: ({key: ex[key] for key in _TOKEN_KEYS} for ex in raw), output_signature=spec)
+    converted = list(seqio.EncDecFeatureConverter(pack=False)(tokens, lengths).as_numpy_iterator())
+    features = {}
+    for name in FEATURES:
+        length = lengths["inputs" if name == "encoder_input_tokens" else "targets"]
+        rows = [c[name] for c in converted]
+        features[name] = np.stack(rows).astype(np.int32) if rows else np.zeros((0, length), np.int32)
+
+    spec_labels = None
+    try:
+        from tasks.specs import get_spec
+        label_names = get_spec(task_name).label_names
+        spec_labels = list(label_names) if label_names else None
+    except DataError:
+        pass  # a task registered elsewhere: no spec, no label names
+    meta = {
+        "task": task_name, "split": split, "sequence_length": lengths,
+        "vocabulary": {"path": _absolute_if_local(vocabulary.sentencepiece_model_file),
+                       "extra_ids": vocabulary.extra_ids},
+        "label_names": spec_labels, "truncated": truncated,
+        "feature_converter": "seqio.EncDecFeatureConverter(pack=False)",
+    }
+    path = write_cached_split(out_dir, meta=meta, features=features,
+                              examples=[example_record(ex) for ex in raw], overwrite=overwrite)
+    for key in _TOKEN_KEYS:
+        if truncated[key]:
+            logging.warning("%s %s: %d of %d examples had %s longer than %d tokens and were cut", task_name,
+                            split, truncated[key], len(raw), key, lengths[key])
+    return CachedSplit.open(path)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--split", required=True)
+    parser.add_argument("--out", required=True, help="cache folder to create")
+    parser.add_argument("--inputs_length", type=int, required=True)
+    parser.add_argument("--targets_length", type=int, required=True)
+    parser.add_argument("--num_examples", type=int, default=None)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--data_dir", help="official SuperGLUE files (else $XPROMPT_SUPERGLUE_DIR, else TFDS)")
+    parser.add_argument("--fewglue_dir", help="FewGLUE files (else $XPROMPT_FEWGLUE_DIR)")
+    parser.add_argument("--vocab_path", help="SentencePiece model (else $XPROMPT_VOCAB_PATH, else T5's)")
+    args = parser.parse_args(argv)
+    try:
+        if args.data_dir or args.fewglue_dir or args.vocab_path:
+            import tasks.glue
+            import tasks.superglue
+            tasks.superglue.register_superglue(data_dir=args.data_dir, fewglue_dir=args.fewglue_dir,
+                                               vocab_path=args.vocab_path)
+            tasks.glue.register_glue(vocab_path=args.vocab_path)
+        cache = write_cache(args.task, args.split, args.out,
+                            {"inputs": args.inputs_length, "targets": args.targets_length},
+                            num_examples=args.num_examples, overwrite=args.overwrite)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cut = cache.meta["truncated"]
+    print(f"wrote {cache.num_examples} examples of {args.task}:{args.split} to {cache.path} "
+          f"(truncated: {cut['inputs']} inputs, {cut['targets']} targets)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
