@@ -1,0 +1,452 @@
+"""XPrompt's stage 2 and 3: importance scores, hierarchical token/piece pruning, ratios, rewinding.
+
+Importance (Ma et al. 2022, eqs. 3 and 5) is the expected ABSOLUTE per-example gradient of the loss
+with respect to a mask entry, at the current masks:
+
+    I_i  = E_x |dL(x)/d token_mask_i|        I_ij = E_x |dL(x)/d piece_mask_ij|
+
+The absolute value is taken per example, before averaging, so the per-example gradients are needed.
+One backward pass gives them all: every example gets its own copy of the masks (batch x m, batch x m x k)
+and, because the loss is a sum of per-example losses that each read only their own copy, the gradient
+of the sum with respect to copy ``b`` is example ``b``'s gradient.
+
+Pruning removes the lowest-scored surviving tokens first, then the lowest-scored pieces of the tokens
+that survive (``level='hierarchical'``), or only tokens / only pieces (the paper's granularity
+ablations). A compression ratio is the fraction of prompt scalars removed, counted against the full
+m x e prompt, and is hit exactly as a whole number of pieces (see ``plan_for_ratio``). A schedule of
+increasing ratios prunes from the previous ratio's masks, so masks only ever lose entries.
+
+Rewinding (stage 3) resets the survivors to their stage-1 values and fixes the rest at zero.
+
+Masks and scores here are small host-side NumPy arrays; only ``importance_scores`` touches devices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xprompt_jax import losses, partitioning, training
+from xprompt_jax.errors import ConfigError
+from xprompt_jax.prompts import masks as mask_lib
+
+TOKEN, PIECE = "token", "piece"
+LEVELS = ("hierarchical", "token", "piece")
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+Scores = Dict[str, np.ndarray]   # {'token': (m,), 'piece': (m, k)}
+Masks = Dict[str, np.ndarray]    # {'token_mask': (m,), 'piece_mask': (m, k)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks
+# ------------------------------------------------------------------------------------------------
+def check_masks(masks: Mapping) -> Tuple[np.ndarray, np.ndarray]:
+    """``(token_mask (m,), piece_mask (m, k))`` as float32 NumPy copies; a clear error if malformed."""
+    missing = [name for name in (mask_lib.TOKEN_MASK, mask_lib.PIECE_MASK) if name not in masks]
+    if missing:
+        raise ConfigError(f"masks need {missing}; got keys {sorted(masks)} (use PromptedT5.init or masks.ones)")
+    token = np.array(masks[mask_lib.TOKEN_MASK], np.float32)
+    piece = np.array(masks[mask_lib.PIECE_MASK], np.float32)
+    if token.ndim != 1 or piece.ndim != 2 or piece.shape[0] != token.shape[0]:
+        raise ConfigError(f"masks must be token_mask (m,) and piece_mask (m, k) for one prompt; got "
+                          f"{token.shape} and {piece.shape} (per-example masks are internal to scoring)")
+    if not (np.isin(token, (0, 1)).all() and np.isin(piece, (0, 1)).all()):
+        raise ConfigError("masks must hold only 0 and 1")
+    return token, piece
+
+
+def check_scores(scores: Mapping, token: np.ndarray, piece: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(token_scores, piece_scores)`` as float64 arrays shaped like the masks."""
+    if TOKEN not in scores or PIECE not in scores:
+        raise ConfigError(f"scores need keys {[TOKEN, PIECE]}; got {sorted(scores)}")
+    token_scores = np.asarray(scores[TOKEN], np.float64)
+    piece_scores = np.asarray(scores[PIECE], np.float64)
+    if token_scores.shape != token.shape or piece_scores.shape != piece.shape:
+        raise ConfigError(f"scores {token_scores.shape}/{piece_scores.shape} do not match the masks "
+                          f"{token.shape}/{piece.shape}")
+    if not (np.isfinite(token_scores).all() and np.isfinite(piece_scores).all()):
+        raise ConfigError("importance scores contain NaN or inf; check the stage-1 prompt and the loss")
+    return token_scores, piece_scores
+
+
+def check_ratio(ratio: float) -> float:
+    ratio = float(ratio)
+    if not 0.0 < ratio < 1.0:
+        raise ConfigError(f"compression ratio {ratio} must lie strictly between 0 and 1 "
+                          "(the fraction of prompt scalars removed, e.g. 0.3)")
+    return ratio
+
+
+def _check_level(level: str):
+    if level not in LEVELS:
+        raise ConfigError(f"unknown pruning level {level!r}; choose one of {list(LEVELS)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Importance scores
+# ------------------------------------------------------------------------------------------------
+def _abs_grad_sums(model, z_loss, data_sharding, trainable, frozen, masks, batch, valid):
+    """Sum over valid examples of |dL(x)/d mask| for one batch, and the number of valid examples."""
+    n = batch["encoder_input_tokens"].shape[0]
+    copies = {name: jnp.broadcast_to(value, (n,) + value.shape) for name, value in masks.items()}
+    if data_sharding is not None:  # one mask copy per example, split over 'data' like the examples
+        copies = jax.lax.with_sharding_constraint(copies, data_sharding)
+
+    def total_loss(mask_copies):
+        logits = model.logits(trainable, frozen, mask_copies, batch, deterministic=True)
+        return losses.per_example_loss(logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"],
+                                       z_loss).sum()
+
+    grads = jax.grad(total_loss)(copies)
+    keep = valid.astype(bool)
+
+    def summed(g):  # where, not multiply: a padding row's gradient must not leak in, even as NaN
+        return jnp.where(keep.reshape((n,) + (1,) * (g.ndim - 1)), jnp.abs(g), 0.0).sum(axis=0)
+    sums = {TOKEN: summed(grads[mask_lib.TOKEN_MASK]), PIECE: summed(grads[mask_lib.PIECE_MASK])}
+    return sums, keep.sum()
+
+
+_STEP_CACHE: Dict[tuple, tuple] = {}
+
+
+def _score_step(model, z_loss: float, shardings: Optional[training.Shardings]):
+    """The jitted per-batch step, compiled once per (model, z_loss, shardings) and reused across ratios."""
+    key = (id(model), float(z_loss), id(shardings))
+    hit = _STEP_CACHE.get(key)
+    if hit is not None and hit[0] is model and hit[1] is shardings:
+        return hit[2]
+    if shardings is None:
+        jitted = jax.jit(lambda *a: _abs_grad_sums(model, z_loss, None, *a))
+        run = jitted
+    else:
+        mesh = shardings.mesh
+        data, rep = partitioning.batch_sharding(mesh), partitioning.replicated(mesh)
+        jitted = jax.jit(lambda *a: _abs_grad_sums(model, z_loss, data, *a),
+                         in_shardings=(shardings.state.trainable, shardings.frozen, rep, shardings.batch, data),
+                         out_shardings=rep)
+
+        def run(trainable, frozen, masks, batch, valid):
+            partitioning.check_divisible(valid.shape[0] * jax.process_count(), mesh)
+            trainable = jax.device_put(trainable, shardings.state.trainable)  # no-ops when already placed
+            frozen = jax.device_put(frozen, shardings.frozen)
+            with training.mesh_context(shardings):
+                return jitted(trainable, frozen, masks, partitioning.global_batch(batch, mesh),
+                              partitioning.global_batch({"valid": valid}, mesh)["valid"])
+    if len(_STEP_CACHE) >= 8:
+        _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
+    _STEP_CACHE[key] = (model, shardings, run)
+    return run
+
+
+def _batches_with_valid(batches: Iterable, max_examples: Optional[int]):
+    """``(batch, valid)`` pairs, ``valid`` cut so that at most ``max_examples`` valid rows are seen."""
+    seen = 0
+    for item in batches:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise ConfigError("importance_scores takes (batch, valid) pairs, as trainer eval batches are; "
+                              "pass (batch, None) when every row is a real example")
+        batch, valid = item
+        batch = {k: np.asarray(batch[k]) for k in training.BATCH_KEYS}
+        n = batch["encoder_input_tokens"].shape[0]
+        valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool).reshape(n)
+        if max_examples is not None:
+            valid = valid & (np.cumsum(valid) <= max_examples - seen)
+            if not valid.any():
+                return
+        seen += int(valid.sum())
+        yield batch, valid
+
+
+def importance_scores(model, trainable, frozen, masks, batches: Iterable, *, z_loss: float = 1e-4,
+                      shardings: Optional[training.Shardings] = None,
+                      max_examples: Optional[int] = None) -> Scores:
+    """XPrompt's importance ``{'token': (m,), 'piece': (m, k)}`` over every valid example of ``batches``.
+
+    ``batches`` yields ``(batch, valid)`` pairs: ``batch`` a dict of the four ``training.BATCH_KEYS``
+    arrays, ``valid`` a (batch,) bool array, False on padding rows (which are often copies of a real
+    example, so they must be excluded explicitly, not by their loss), or None when all rows are real.
+    ``max_examples`` stops after that many valid examples (default: all; under several processes it
+    counts each process's own rows). ``L(x)`` is the training loss of one example (token losses summed,
+    with ``z_loss``), dropout off. Scores are at the CURRENT ``masks``: a pruned token keeps a score
+    (the sensitivity of bringing it back), so planners only rank survivors.
+
+    With ``shardings`` (from ``training.make_shardings``) the pass runs on its mesh, examples split
+    over ``data``; ``frozen`` and ``trainable`` should already be placed with those shardings.
+    Returns float64 NumPy means (sums are accumulated on the host in float64).
+    """
+    check_masks(masks)
+    dtype = jnp.result_type(float)  # float32, or float64 under jax_enable_x64 (the finite-difference test)
+    masks = {name: jnp.asarray(masks[name], dtype) for name in (mask_lib.TOKEN_MASK, mask_lib.PIECE_MASK)}
+    step = _score_step(model, z_loss, shardings)
+    totals = {TOKEN: 0.0, PIECE: 0.0}
+    count = 0
+    for batch, valid in _batches_with_valid(batches, max_examples):
+        sums, n = jax.device_get(step(trainable, frozen, masks, batch, valid))
+        totals = {name: totals[name] + np.asarray(sums[name], np.float64) for name in totals}
+        count += int(n)
+    if count == 0:
+        raise ConfigError("importance_scores saw no valid example: the batches are empty or all padding")
+    return {name: np.asarray(total / count, np.float64) for name, total in totals.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# Pruning primitives
+# ------------------------------------------------------------------------------------------------
+def _ascending(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Flat indices of ``candidates``, lowest score first; ties go to the lower index (deterministic)."""
+    flat = np.flatnonzero(candidates.reshape(-1))
+    return flat[np.argsort(scores.reshape(-1)[flat], kind="stable")]
+
+
+def _prune_tokens_within(token_scores, token_mask, piece_mask, n_prune: int, budget: Optional[int]):
+    """Zero up to ``n_prune`` lowest-scored surviving tokens, stopping before one whose surviving pieces
+    no longer fit in ``budget`` (None: no limit). Returns the new token mask and the pieces it removed."""
+    token_mask = token_mask.copy()
+    removed = 0
+    for i in _ascending(token_scores, token_mask > 0)[:max(n_prune, 0)]:
+        cost = int(piece_mask[i].sum())
+        if budget is not None and removed + cost > budget:
+            break
+        token_mask[i] = 0
+        removed += cost
+    return token_mask, removed
+
+
+def prune_tokens(token_scores, token_mask, n_prune: int) -> np.ndarray:
+    """``token_mask`` with its ``n_prune`` lowest-scored surviving tokens set to 0."""
+    token_mask = np.array(token_mask, np.float32)
+    token_scores = np.asarray(token_scores, np.float64)
+    if token_scores.shape != token_mask.shape or token_mask.ndim != 1:
+        raise ConfigError(f"token scores {token_scores.shape} must match the token mask {token_mask.shape} (m,)")
+    surviving = int((token_mask > 0).sum())
+    if not 0 <= n_prune <= surviving:
+        raise ConfigError(f"cannot prune {n_prune} tokens: {surviving} survive")
+    return _prune_tokens_within(token_scores, token_mask, np.ones((token_mask.size, 1)), n_prune, None)[0]
+
+
+def prune_pieces(piece_scores, token_mask, piece_mask, n_prune: int) -> np.ndarray:
+    """``piece_mask`` with the ``n_prune`` lowest-scored pieces of SURVIVING tokens set to 0."""
+    token_mask = np.asarray(token_mask, np.float32)
+    piece_mask = np.array(piece_mask, np.float32)
+    piece_scores = np.asarray(piece_scores, np.float64)
+    if piece_scores.shape != piece_mask.shape or piece_mask.shape[:1] != token_mask.shape:
+        raise ConfigError(f"piece scores {piece_scores.shape}, piece mask {piece_mask.shape} and token mask "
+                          f"{token_mask.shape} must be (m, k), (m, k) and (m,)")
+    candidates = (token_mask[:, None] > 0) & (piece_mask > 0)
+    if not 0 <= n_prune <= int(candidates.sum()):
+        raise ConfigError(f"cannot prune {n_prune} pieces: {int(candidates.sum())} survive in surviving tokens")
+    flat = piece_mask.reshape(-1)
+    flat[_ascending(piece_scores, candidates)[:n_prune]] = 0
+    return flat.reshape(piece_mask.shape)
+
+
+def pruned_pieces(token_mask, piece_mask) -> int:
+    """Pieces the masks remove, counting every piece of a pruned token."""
+    return int(np.sum((np.asarray(token_mask)[:, None] * np.asarray(piece_mask)) == 0))
+
+
+# ------------------------------------------------------------------------------------------------
+# Ratios
+# ------------------------------------------------------------------------------------------------
+def round_half_up(x: float) -> int:
+    """Nearest integer, halves rounded up (Python's round() sends halves to even, which surprises)."""
+    return int(math.floor(x + 0.5 + 1e-9))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What masks at a ratio remove, in total: ``tokens`` whole tokens and ``pieces`` pieces (those of
+    pruned tokens included). Surviving scalars are ``(m * k - pieces) * (e / k)``."""
+    tokens: int
+    pieces: int
+
+
+def plan_for_ratio(ratio: float, length: int, pieces: int, level: str = "hierarchical",
+                   token_share: float = 0.5) -> Plan:
+    """How many tokens and pieces a compression ``ratio`` removes from an m x k prompt.
+
+    The ratio counts removed scalars over all m * e, and a piece is the smallest unit, so the target is
+    ``round_half_up(ratio * m * k)`` pieces: the nearest achievable sparsity, at most half a piece
+    (e / 2k scalars) away, identical for every variant that can reach it.
+    - 'piece': that many pieces, no token pruning.
+    - 'token': ``round_half_up(ratio * m)`` whole tokens (the nearest whole-token sparsity; the same
+      count as the others whenever ratio * m is whole, e.g. the paper's m = 20 at every 10%).
+    - 'hierarchical': tokens first, then pieces among survivors, for the same piece total. The split
+      gives each level a share of the compression: the kept token fraction is about
+      ``(1 - ratio) ** token_share`` (default 0.5: tokens and pieces each keep about sqrt(1 - ratio)),
+      i.e. ``round_half_up(m * (1 - (1 - ratio) ** token_share))`` tokens, capped so that their pieces
+      do not exceed the total. A greedy "whole tokens while they fit" split would never prune a piece
+      when ratio * m is whole (m = 20, every 10%), turning XPrompt into its token-only ablation.
+    At least one piece (and one token) must survive.
+    """
+    ratio = check_ratio(ratio)
+    _check_level(level)
+    if not 0.0 <= token_share <= 1.0:
+        raise ConfigError(f"token_share {token_share} must lie in [0, 1]")
+    total = length * pieces
+    if level == "token":
+        tokens = round_half_up(ratio * length)
+        plan = Plan(tokens, tokens * pieces)
+    else:
+        removed = round_half_up(ratio * total)
+        tokens = 0 if level == "piece" else min(round_half_up(length * (1 - (1 - ratio) ** token_share)),
+                                                 removed // pieces)
+        plan = Plan(tokens, removed)
+    if plan.pieces >= total or plan.tokens >= length:
+        raise ConfigError(f"ratio {ratio} would prune the whole {length} x {pieces}-piece prompt at level "
+                          f"{level!r}; use a smaller ratio or a longer prompt")
+    return plan
+
+
+def planned_surviving_parameters(ratio: float, length: int, width: int, pieces: int,
+                                 level: str = "hierarchical", token_share: float = 0.5) -> int:
+    """The surviving-scalar count ``masks_for_ratio`` reaches from unpruned (or same-level) masks."""
+    piece_width = mask_lib.check_pieces(width, pieces)
+    return (length * pieces - plan_for_ratio(ratio, length, pieces, level, token_share).pieces) * piece_width
+
+
+def masks_for_ratio(scores: Mapping, masks: Mapping, ratio: float, *, level: str = "hierarchical",
+                    reverse: bool = False, token_share: float = 0.5) -> Masks:
+    """Prune ``masks`` further, by ``scores``, until they remove exactly ``plan_for_ratio``'s count.
+
+    Pruning starts from ``masks`` (only ever removing entries), so the ratio must be at least the one
+    they already reach. 'hierarchical' prunes the lowest-scored surviving tokens up to the plan's token
+    count (stopping early rather than overshoot the piece total), then the lowest-scored pieces of the
+    surviving tokens until the piece total is met exactly. ``reverse=True`` keeps the LOWEST-scored
+    parts instead (Reversed XPrompt) at the same counts.
+    """
+    token, piece = check_masks(masks)
+    token_scores, piece_scores = check_scores(scores, token, piece)
+    if reverse:
+        token_scores, piece_scores = -token_scores, -piece_scores
+    length, k = piece.shape
+    plan = plan_for_ratio(ratio, length, k, level, token_share)
+    already, tokens_gone = pruned_pieces(token, piece), int((token == 0).sum())
+    if already > plan.pieces or (level == "token" and tokens_gone > plan.tokens):
+        raise ConfigError(f"the masks already remove {already} of {length * k} pieces ({tokens_gone} tokens), "
+                          f"more than ratio {ratio} at level {level!r} allows; ratios must increase")
+    if level == "token":
+        token, _ = _prune_tokens_within(token_scores, token, piece, plan.tokens - tokens_gone, None)
+    else:
+        token, _ = _prune_tokens_within(token_scores, token, piece, plan.tokens - tokens_gone,
+                                        plan.pieces - already)
+        piece = prune_pieces(piece_scores, token, piece, plan.pieces - pruned_pieces(token, piece))
+    return {mask_lib.TOKEN_MASK: token, mask_lib.PIECE_MASK: piece}
+
+
+def random_scores(rng, masks_like: Mapping) -> Scores:
+    """Uniform random scores shaped like the masks: any planner turns them into random masks."""
+    token, piece = check_masks(masks_like)
+    token_rng, piece_rng = jax.random.split(rng)
+    return {TOKEN: np.asarray(jax.random.uniform(token_rng, token.shape), np.float64),
+            PIECE: np.asarray(jax.random.uniform(piece_rng, piece.shape), np.float64)}
+
+
+def random_masks(rng, masks_like: Mapping, ratio: float, *, level: str = "hierarchical",
+                 token_share: float = 0.5) -> Masks:
+    """Random Prompt: masks at exactly XPrompt's sparsity and token/piece split, chosen at random.
+
+    Pruning starts from ``masks_like`` (all ones for a fresh Random Prompt)."""
+    return masks_for_ratio(random_scores(rng, masks_like), masks_like, ratio, level=level,
+                           token_share=token_share)
+
+
+def random_score_fn(rng) -> Callable[[Mapping], Scores]:
+    """A ``score_fn`` for ``ratio_schedule`` drawing fresh random scores at every ratio."""
+    calls = [0]
+
+    def score_fn(masks):
+        calls[0] += 1
+        return random_scores(jax.random.fold_in(rng, calls[0]), masks)
+    return score_fn
+
+
+class ScheduleStep(NamedTuple):
+    ratio: float
+    masks: Masks
+    scores: Scores   # the scores this ratio's pruning used
+
+
+def ratio_schedule(score_fn: Callable[[Mapping], Scores], masks: Mapping,
+                   ratios: Sequence[float] = DEFAULT_RATIOS, *, level: str = "hierarchical",
+                   reverse: bool = False, recompute: bool = True, token_share: float = 0.5) -> List[ScheduleStep]:
+    """Masks for each of the increasing ``ratios``, each pruned from the previous ratio's masks.
+
+    The paper repeats token- and piece-level pruning to reach each ratio; the faithful reading is to
+    score again at the current masks (``recompute=True``: ``score_fn(masks)`` is called once per ratio,
+    on the previous ratio's masks). ``recompute=False`` scores once, at the starting masks, and ranks
+    every ratio by those scores. Either way each ratio's masks are a subset of the previous ratio's.
+    ``score_fn`` is typically ``lambda m: importance_scores(model, stage1_trainable, frozen, m, batches())``.
+    """
+    ratios = [check_ratio(r) for r in ratios]
+    if any(b <= a for a, b in zip(ratios, ratios[1:])):
+        raise ConfigError(f"ratios {ratios} must be strictly increasing")
+    check_masks(masks)
+    steps, scores = [], None
+    for ratio in ratios:
+        if scores is None or recompute:
+            scores = score_fn(masks)
+        masks = masks_for_ratio(scores, masks, ratio, level=level, reverse=reverse, token_share=token_share)
+        steps.append(ScheduleStep(ratio, masks, scores))
+    return steps
+
+
+# ------------------------------------------------------------------------------------------------
+# Rewinding and counts
+# ------------------------------------------------------------------------------------------------
+def rewind(stage1_trainable, masks: Mapping):
+    """Stage 3's starting point: surviving prompt entries equal to stage 1's exactly, pruned ones 0.
+
+    Retraining with these masks keeps the pruned entries at zero (the train step masks their updates).
+    """
+    token, piece = check_masks(masks)
+    prompt = stage1_trainable["prompt"]["prompt"]
+    if prompt.shape[0] != token.shape[0]:
+        raise ConfigError(f"masks for {token.shape[0]} tokens do not fit the {prompt.shape[0]}-token prompt")
+    mask_lib.check_pieces(prompt.shape[-1], piece.shape[-1])
+    return training.zero_masked(stage1_trainable, {mask_lib.TOKEN_MASK: jnp.asarray(token),
+                                                   mask_lib.PIECE_MASK: jnp.asarray(piece)})
+
+
+def surviving_parameter_count(masks: Mapping, width: int) -> int:
+    """Prompt scalars the masks keep (the paper's tunable-parameter count)."""
+    token, piece = check_masks(masks)
+    mask_lib.check_pieces(width, piece.shape[-1])
+    return int((token[:, None] * piece).sum()) * (width // piece.shape[-1])
+
+
+def summary_row(ratio: float, masks: Mapping, width: int, metric: Union[float, Mapping[str, float], None]) -> dict:
+    """One row of the results table: the ratio, what survives, and the best validation score(s).
+
+    ``metric`` is a number (stored as ``'score'``) or a dict of named numbers (merged in).
+    """
+    token, piece = check_masks(masks)
+    kept = surviving_parameter_count(masks, width)
+    row = {"ratio": float(ratio), "surviving_parameters": kept,
+           "kept_fraction": kept / float(token.size * width),
+           "tokens_kept": int(token.sum()), "pieces_kept": int((token[:, None] * piece).sum())}
+    if isinstance(metric, Mapping):
+        row.update({str(k): float(v) for k, v in metric.items()})
+    elif metric is not None:
+        row["score"] = float(metric)
+    return row
+
+
+def format_summary(rows: Sequence[Mapping]) -> str:
+    """A fixed-width text table of ``summary_row`` dicts (columns: the union of their keys, in order)."""
+    columns: List[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return "" if value is None else str(value)
+    table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table)
