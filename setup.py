@@ -21,6 +21,7 @@ setup(
         "safetensors>=0.4",
         "gin-config>=0.5",
         "scipy>=1.10",
+        "matplotlib>=3.7",  # XPrompt importance heatmaps (PNG, Agg canvas)
         # TensorBoard event files without TensorFlow: training hosts may lack it.
         "tensorboardX>=2.6",
         # The data side only (task registration, caching); nothing that trains imports these.
