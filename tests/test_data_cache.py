@@ -257,3 +257,12 @@ def test_cli_writes_a_cache_and_explains_bad_names(registered, tmp_path, dirs, c
     assert main(args) == 2 and "already exists" in capsys.readouterr().err
     assert main(["--task", "super_glue_cbb_v102"] + args[2:] + ["--overwrite"]) == 2
     assert "unknown task 'super_glue_cbb_v102'; registered tasks: " in capsys.readouterr().err
+
+
+def test_tasks_outside_the_specs_take_label_names_from_their_module(tmp_path):
+    pytest.importorskip("seqio")
+    from xprompt_jax.data.write_cache import write_cache
+
+    cache = write_cache("demo_max", "validation", str(tmp_path / "demo"), {"inputs": 16, "targets": 4},
+                        num_examples=8)
+    assert cache.label_names == [str(d) for d in range(10)] and cache.num_examples == 8

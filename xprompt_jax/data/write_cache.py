@@ -11,6 +11,7 @@ to fit, since a truncated input or target silently changes what is trained and s
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -25,12 +26,37 @@ _TEXT_KEYS = ("inputs_pretokenized", "targets_pretokenized")
 _TOKEN_KEYS = ("inputs", "targets")
 
 
+# Modules whose import registers seqio tasks; the cache writer knows every task they define.
+TASK_MODULES = ("tasks.superglue", "tasks.glue", "tasks.demo")
+
+
+def _import_task_modules() -> None:
+    for module in TASK_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:  # a missing dependency of an existing module is a real error
+                raise
+
+
+def _label_names(task_name: str) -> Optional[List[str]]:
+    """From the task's spec, else from a task module's ``LABEL_NAMES`` (the demo family's), else None."""
+    from tasks.specs import TASK_SPECS
+
+    if task_name in TASK_SPECS:
+        names = TASK_SPECS[task_name].label_names
+        return list(names) if names else None
+    for module in TASK_MODULES:
+        extra = getattr(sys.modules.get(module), "LABEL_NAMES", {})
+        if task_name in extra:
+            return list(extra[task_name])
+    return None
+
+
 def _registered_task(task_name: str):
     import seqio
 
-    import tasks.glue  # noqa: F401  (registers the GLUE tasks)
-    import tasks.superglue  # noqa: F401  (registers the SuperGLUE tasks)
-
+    _import_task_modules()
     if task_name not in seqio.TaskRegistry.names():
         raise DataError(f"unknown task {task_name!r}; registered tasks: {', '.join(sorted(seqio.TaskRegistry.names()))}")
     return seqio.get_mixture_or_task(task_name)
@@ -113,18 +139,11 @@ def write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mappi
         rows = [c[name] for c in converted]
         features[name] = np.stack(rows).astype(np.int32) if rows else np.zeros((0, length), np.int32)
 
-    spec_labels = None
-    try:
-        from tasks.specs import get_spec
-        label_names = get_spec(task_name).label_names
-        spec_labels = list(label_names) if label_names else None
-    except DataError:
-        pass  # a task registered elsewhere: no spec, no label names
     meta = {
         "task": task_name, "split": split, "sequence_length": lengths,
         "vocabulary": {"path": _absolute_if_local(vocabulary.sentencepiece_model_file),
                        "extra_ids": vocabulary.extra_ids},
-        "label_names": spec_labels, "truncated": truncated,
+        "label_names": _label_names(task_name), "truncated": truncated,
         "feature_converter": "seqio.EncDecFeatureConverter(pack=False)",
     }
     path = write_cached_split(out_dir, meta=meta, features=features,
