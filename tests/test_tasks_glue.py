@@ -1,5 +1,7 @@
 """GLUE tasks: T5's strings on constructed examples (no GLUE files exist here), shaped as TFDS's glue
 builder declares them; and every spec's field order is T5's rule applied to the TFDS features."""
+import tempfile
+
 import pytest
 
 from conftest import shared_path
@@ -10,6 +12,12 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 import tasks.glue as glue  # noqa: E402
 from tasks.specs import TASK_SPECS  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def tfds_temp_files_in_tmp_path(tmp_path, monkeypatch):
+    """TFDS leaves an empty temporary folder per builder it constructs; keep them in pytest's tmp_path."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 @pytest.fixture(scope="module", autouse=True)

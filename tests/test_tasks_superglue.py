@@ -5,6 +5,8 @@ import json
 import os
 
 import numpy as np
+import tempfile
+
 import pytest
 
 from conftest import shared_path
@@ -24,6 +26,12 @@ def dirs():
     return {"data_dir": str(shared_path("data", "superglue")),
             "fewglue_dir": str(shared_path("data", "fewglue")),
             "vocab_path": str(shared_path("fixtures", "t5_sentencepiece.model"))}
+
+
+@pytest.fixture(autouse=True)
+def tfds_temp_files_in_tmp_path(tmp_path, monkeypatch):
+    """TFDS leaves an empty temporary folder per builder it constructs; keep them in pytest's tmp_path."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 @pytest.fixture(scope="module", autouse=True)
