@@ -57,6 +57,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
     import xprompt_jax.optimizers  # noqa: F401
     import xprompt_jax.prompted  # noqa: F401
     import xprompt_jax.trainer  # noqa: F401
+    import xprompt_jax.xprompt_run  # noqa: F401
 
     gin.add_config_file_search_path(GIN_DIR)
     resolved = [resolve_gin_file(path) for path in files]

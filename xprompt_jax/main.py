@@ -4,6 +4,7 @@
     xprompt-jax train --gin_file=models/t5_1_1.gin --gin_file=sizes/base.gin \
         --gin_file=prompts/sampled_vocabulary.gin --gin_file=runs/prompt_tune.gin --gin.MODEL_DIR="'/tmp/run'" ...
     xprompt-jax evaluate --gin_file=... --gin_file=runs/eval.gin --gin.PROMPT_SOURCE="'/tmp/run'" ...
+    xprompt-jax xprompt --gin_file=... --gin_file=runs/xprompt.gin --gin.MODEL_DIR="'/tmp/xprompt'" ...
 
 ``smoke`` loads a T5 checkpoint (default: the real T5X test checkpoint in
 ``../shared/fixtures/t5x_t5_1_1_tiny/checkpoint_3``), prints the model's summary, runs a forward pass,
@@ -94,6 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        "(local or gs://)")
     sub.add_parser("train", help="prompt-tune a frozen T5 (gin: runs/prompt_tune.gin)")
     sub.add_parser("evaluate", help="score a saved prompt on a task split (gin: runs/eval.gin)")
+    sub.add_parser("xprompt", help="prompt tuning, pruning and rewinding in one run (gin: runs/xprompt.gin)")
     args = parser.parse_args(rest)
     if args.command is None:
         parser.print_help()
@@ -120,7 +122,8 @@ def _run_gin_entry(command: str) -> int:
 
     from xprompt_jax import trainer
     from xprompt_jax.errors import CheckpointError, ConfigError
-    entry = {"train": trainer.train, "evaluate": trainer.evaluate}[command]
+    from xprompt_jax import xprompt_run
+    entry = {"train": trainer.train, "evaluate": trainer.evaluate, "xprompt": xprompt_run.xprompt}[command]
     try:
         entry()
     except (ConfigError, CheckpointError) as err:

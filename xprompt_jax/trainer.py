@@ -63,7 +63,7 @@ def load_frozen(checkpoint: Optional[str], config: Optional[T5Config], frozen_dt
         if config is None:
             raise ConfigError("train.checkpoint is unset and no model config is given: set train.checkpoint "
                               "(a T5X or Hugging Face T5 checkpoint) or a gin size file")
-        log("[train] no checkpoint given: the frozen model has random weights (tests and benchmarks only)")
+        log("[train] no checkpoint given: the model starts from random weights (pre-training, tests, benchmarks)")
         params = jax.tree.map(np.asarray, init_params(config, jax.random.PRNGKey(seed)))
         if frozen_dtype:
             params = jax.tree.map(lambda x: x.astype(frozen_dtype), params)
@@ -210,7 +210,8 @@ def label_token_ids(vocabulary, split) -> Optional[list]:
 # ------------------------------------------------------------------------------------------------
 # The run
 # ------------------------------------------------------------------------------------------------
-@gin.configurable(module="xprompt_jax", denylist=["model_config", "prompt_spec", "optimizer"])
+@gin.configurable(module="xprompt_jax", denylist=["model_config", "prompt_spec", "optimizer", "initial_trainable",
+                                                  "initial_masks", "frozen_model"])
 def train(model_dir: str = gin.REQUIRED,
           checkpoint: Optional[str] = None,
           task: Optional[str] = None,
@@ -243,7 +244,10 @@ def train(model_dir: str = gin.REQUIRED,
           trainable: str = "prompt",
           model_config: Optional[T5Config] = None,
           prompt_spec: Optional[PromptSpec] = None,
-          optimizer=None) -> Dict[str, Any]:
+          optimizer=None,
+          initial_trainable=None,
+          initial_masks=None,
+          frozen_model=None) -> Dict[str, Any]:
     """Train a prompt on a frozen T5; returns the final and best metrics. Defaults are Lester et al.'s.
 
     Every argument is a gin binding (``train.batch_size = 32``); the run files in ``gin/runs/`` set them
@@ -271,7 +275,10 @@ def train(model_dir: str = gin.REQUIRED,
     vocabulary = load_vocabulary(vocabulary_path or train_data.meta.get("vocabulary", {}).get("path")
                                  or DEFAULT_VOCAB_PATH)
 
-    config, frozen = load_frozen(checkpoint, model_config, frozen_dtype, seed)
+    # XPrompt's stages call train() repeatedly: they pass the frozen model once loaded (config, params),
+    # and the rewound prompt and its fixed masks as the starting state.
+    config, frozen = frozen_model if frozen_model is not None else load_frozen(checkpoint, model_config,
+                                                                               frozen_dtype, seed)
     _check_vocabulary(config, vocabulary, checkpoint)
     cached_length = train_data.features["encoder_input_tokens"].shape[1]
     if trainable == "model":
@@ -294,7 +301,10 @@ def train(model_dir: str = gin.REQUIRED,
     if trainable != "prompt":  # the T5 weights move from the frozen tree to the trainable one
         initial = {**model.init(jax.random.split(jax.random.PRNGKey(seed))[0])[0], "t5": frozen}
         frozen = {}
-    state = training.create_state(model, optimizer, jax.random.PRNGKey(seed), trainable=initial)
+    if initial_trainable is not None:
+        initial = initial_trainable if initial is None else {**initial, **initial_trainable}
+    state = training.create_state(model, optimizer, jax.random.PRNGKey(seed), trainable=initial,
+                                  masks=initial_masks)
     shardings = training.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
     frozen = jax.device_put(frozen, shardings.frozen)
 
@@ -309,8 +319,19 @@ def train(model_dir: str = gin.REQUIRED,
         state = jax.device_put(state, shardings.state)
 
     n_trainable = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.trainable))
+    if state.masks:
+        from xprompt_jax.prompts.masks import surviving_parameters
+        unmasked = surviving_parameters(state.masks["token_mask"], state.masks["piece_mask"], config.emb_dim)
+        if unmasked < prompt_spec.length * config.emb_dim:
+            trainable_note = f" ({unmasked:,} unmasked)"
+        else:
+            trainable_note = ""
+    else:
+        trainable_note = ""
+    what = (f"prompt {prompt_spec.length}x{config.emb_dim} ({prompt_spec.init})" if model.prompt_module is not None
+            else "no prompt")
     log(f"[train] model: {config.emb_dim}-wide, {config.num_encoder_layers}+{config.num_decoder_layers} layers; "
-        f"prompt {prompt_spec.length}x{config.emb_dim} ({prompt_spec.init}); trainable parameters: {n_trainable:,}")
+        f"{what}; trains {trainable}: {n_trainable:,} parameters{trainable_note}")
     log(f"[train] mesh {dict(mesh.shape)} on {jax.device_count()} {jax.default_backend()} device(s), "
         f"{jax.process_count()} process(es); batch {batch_size}; {train_data.num_examples} training examples")
 
@@ -383,6 +404,15 @@ def train(model_dir: str = gin.REQUIRED,
     checkpoints.close()
     best.close()
     return result
+
+
+def train_settings() -> Dict[str, Any]:
+    """``train``'s effective arguments: its defaults overridden by the current gin bindings."""
+    import inspect
+    settings = {name: p.default for name, p in inspect.signature(train).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    settings.update(gin.get_bindings("xprompt_jax.train"))
+    return settings
 
 
 def _check_vocabulary(config: T5Config, vocabulary, checkpoint):

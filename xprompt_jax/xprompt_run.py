@@ -1,0 +1,223 @@
+"""XPrompt end to end (Ma et al. 2022): prompt tuning -> hierarchical structured pruning -> rewinding.
+
+``xprompt()`` (gin: ``runs/xprompt.gin``) runs the three stages with the one ``train()`` of prompt
+tuning, each under its own folder of ``MODEL_DIR``, and skips any stage already finished, so a
+stopped run resumes between stages (and within one, from its checkpoints):
+
+    stage1/                    prompt tuning; its best prompt P* is the rewind point
+    pruning/ratio_0.30/        masks.npz, scores.npz (importance at the masks pruned from), heatmap.png
+    rewind/ratio_0.30/         retraining of the rewound prompt under those masks (stage-1 schedule)
+    summary.json               ratio, surviving parameters, best validation score, per stage
+    export/                    the best ratio's masked prompt (prompt.npy), its masks and scores
+
+Importance is computed on the training split at the current masks; each ratio prunes further from
+the previous ratio's masks, so masks only lose entries. Variants (gin): ``level`` 'token' / 'piece'
+(granularity ablations), ``reverse`` (Reversed XPrompt), ``variant`` 'random' (Random Prompt: random
+masks at the same sparsity) or 'length' (Length Prompt: a fresh prompt with as many tokens as the
+survivors' parameters fill). XPrompt Transfer is stage 1 initialised from another XPrompt run's
+exported prompt: compose ``prompts/from_file.gin`` with ``PROMPT_FILE`` = that run's ``MODEL_DIR``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Dict, Optional, Sequence
+
+import gin
+import jax
+import numpy as np
+
+from xprompt_jax import export, heatmaps, pruning, trainer
+from xprompt_jax.errors import ConfigError
+from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+from xprompt_jax.prompts import masks as mask_lib
+from xprompt_jax.run_checkpoints import BestCheckpoint
+
+VARIANTS = ("xprompt", "random", "length")
+RESULT_FILE = "result.json"
+
+
+def _ratio_name(ratio: float) -> str:
+    return f"ratio_{ratio:.2f}"
+
+
+def _load_json(path: str) -> Optional[dict]:
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def _save_json(path: str, value: Any):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _save_npz(path: str, **arrays):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _train_stage(directory: str, **kwargs) -> dict:
+    """One ``train()`` run, skipped when its ``result.json`` says it finished."""
+    done = _load_json(os.path.join(directory, RESULT_FILE))
+    if done is not None:
+        trainer.log(f"[xprompt] {directory} already finished: skipped")
+        return done
+    result = trainer.train(model_dir=directory, **kwargs)
+    summary = {k: v for k, v in result.items() if k not in ("prompt", "history")}
+    if trainer._is_main():
+        _save_json(os.path.join(directory, RESULT_FILE), summary)
+    return summary
+
+
+def _best_metric(result: dict, metric: str) -> Optional[float]:
+    best = result.get("best") or result.get("final") or {}
+    return best.get(metric)
+
+
+@gin.configurable(module="xprompt_jax", denylist=["model_config", "prompt_spec"])
+def xprompt(model_dir: str = gin.REQUIRED,
+            ratios: Sequence[float] = pruning.DEFAULT_RATIOS,
+            level: str = "hierarchical",
+            reverse: bool = False,
+            variant: str = "xprompt",
+            recompute_scores: bool = True,
+            token_share: float = 0.5,
+            importance_examples: Optional[int] = None,
+            importance_batch_size: Optional[int] = None,
+            heatmaps_png: bool = True,
+            seed: int = 0,
+            model_config=None,
+            prompt_spec: Optional[PromptSpec] = None) -> Dict[str, Any]:
+    """Run XPrompt's three stages; returns the summary table (also in ``MODEL_DIR/summary.json``).
+
+    Everything about training (task, data, model checkpoint, optimiser, steps) comes from the same
+    gin bindings as ``train`` (``runs/prompt_tune.gin``), so every rewind uses the stage-1 schedule.
+    ``importance_examples`` limits the training examples the scores average over (default: all).
+    """
+    trainer.require_string("MODEL_DIR", model_dir, "xprompt.model_dir")
+    if variant not in VARIANTS:
+        raise ConfigError(f"xprompt.variant must be one of {list(VARIANTS)}, got {variant!r}")
+    if level not in pruning.LEVELS:
+        raise ConfigError(f"xprompt.level must be one of {list(pruning.LEVELS)}, got {level!r}")
+    ratios = [pruning.check_ratio(r) for r in ratios]
+    if list(ratios) != sorted(set(ratios)):
+        raise ConfigError(f"xprompt.ratios must increase strictly, got {list(ratios)}")
+    prompt_spec = prompt_spec or PromptSpec()
+    settings = trainer.train_settings()
+    checkpoint = settings["checkpoint"]
+    model_config = model_config if model_config is not None else trainer.default_model_config(checkpoint)
+    config, frozen = trainer.load_frozen(checkpoint, model_config, settings["frozen_dtype"], seed)
+    mask_lib.check_pieces(config.emb_dim, prompt_spec.pieces)
+    metric = settings["eval_metric"]
+    common = dict(frozen_model=(config, frozen), model_config=config)
+
+    # Stage 1: prompt tuning. Its best prompt is P*, the rewind point.
+    stage1_dir = os.path.join(model_dir, "stage1")
+    stage1 = _train_stage(stage1_dir, prompt_spec=prompt_spec, **common)
+    width = config.emb_dim
+    rows = [{"stage": "prompt tuning", "ratio": 0.0, "tokens": prompt_spec.length,
+             "parameters": prompt_spec.length * width, metric: _best_metric(stage1, metric)}]
+    trainer.log(f"[xprompt] stage 1 done: best {metric} {rows[0][metric]}")
+
+    best_params, _ = BestCheckpoint(stage1_dir, metric).restore()
+    p_star, stage1_masks = best_params["trainable"], best_params["masks"]
+
+    # Stage 2: importance scores and masks for every ratio (masks only lose entries).
+    train_data = trainer.open_split(settings["task"], settings["train_split"], settings["train_cache"],
+                                    settings["data_cache_dir"], settings["input_length"], settings["target_length"])
+    model = build_prompted_t5(config, prompt_spec, frozen)
+    batch_size = importance_batch_size or settings["batch_size"]
+
+    def score_fn(masks):
+        return pruning.importance_scores(model, p_star, frozen, masks, trainer._eval_batches(train_data, batch_size),
+                                         max_examples=importance_examples)
+
+    if variant == "random":
+        score_fn = pruning.random_score_fn(jax.random.PRNGKey(seed))
+    plan = _plan_masks(model_dir, ratios, score_fn, stage1_masks, level, reverse, recompute_scores, token_share,
+                       heatmaps_png)
+
+    # Stage 3: rewind to P* under each ratio's masks and retrain with the stage-1 schedule.
+    for ratio, masks in plan:
+        directory = os.path.join(model_dir, "rewind", _ratio_name(ratio))
+        surviving = pruning.surviving_parameter_count(masks, width)
+        if variant == "length":
+            tokens = max(1, math.ceil(surviving / width))
+            spec = PromptSpec(**{**prompt_spec.to_dict(), "length": tokens})
+            result = _train_stage(directory, prompt_spec=spec, **common)
+            surviving = tokens * width
+        else:
+            result = _train_stage(directory, prompt_spec=prompt_spec,
+                                  initial_trainable=pruning.rewind(p_star, masks),
+                                  initial_masks={k: np.asarray(v) for k, v in masks.items()}, **common)
+            tokens = int(np.asarray(masks[mask_lib.TOKEN_MASK]).sum())
+        rows.append({"stage": f"{variant} {level}{' reversed' if reverse else ''}", "ratio": ratio,
+                     "tokens": tokens, "parameters": surviving, metric: _best_metric(result, metric)})
+        trainer.log(f"[xprompt] ratio {ratio:.2f}: {surviving} parameters, best {metric} {rows[-1][metric]}")
+
+    summary = {"metric": metric, "variant": variant, "level": level, "reverse": reverse, "rows": rows}
+    if trainer._is_main():
+        _save_json(os.path.join(model_dir, "summary.json"), summary)
+        _export_best(model_dir, rows, plan, p_star, model, metric)
+        trainer.log(format_table(rows, metric))
+    return summary
+
+
+def _plan_masks(model_dir, ratios, score_fn, stage1_masks, level, reverse, recompute, token_share, draw):
+    """Masks (and scores, heatmaps) for every ratio, read back when stage 2 already ran."""
+    plan, pending = [], []
+    for ratio in ratios:
+        path = os.path.join(model_dir, "pruning", _ratio_name(ratio), "masks.npz")
+        if os.path.exists(path):
+            with np.load(path) as saved:
+                plan.append((ratio, {k: saved[k] for k in saved.files}))
+        else:
+            pending.append(ratio)
+    if not pending:
+        return plan
+    trainer.log(f"[xprompt] stage 2: importance scores and masks for ratios {pending}")
+    start = plan[-1][1] if plan else {k: np.asarray(v) for k, v in stage1_masks.items()}
+    steps = pruning.ratio_schedule(score_fn, start, pending, level=level, reverse=reverse, recompute=recompute,
+                                   token_share=token_share)
+    for step in steps:
+        folder = os.path.join(model_dir, "pruning", _ratio_name(step.ratio))
+        if trainer._is_main():
+            _save_npz(os.path.join(folder, "scores.npz"), **step.scores)
+            if draw:
+                heatmaps.save_heatmap(os.path.join(folder, "heatmap.png"), step.scores["piece"],
+                                      step.masks[mask_lib.TOKEN_MASK], step.masks[mask_lib.PIECE_MASK],
+                                      title=f"importance at ratio {step.ratio:.0%} (grey: pruned)")
+            _save_npz(os.path.join(folder, "masks.npz"), **step.masks)
+        plan.append((step.ratio, dict(step.masks)))
+    return plan
+
+
+def _export_best(model_dir, rows, plan, p_star, model, metric):
+    scored = [(r[metric], r["ratio"]) for r in rows[1:] if r[metric] is not None]
+    if not scored:
+        return
+    best_ratio = max(scored, key=lambda t: (t[0], t[1]))[1]
+    directory = os.path.join(model_dir, "rewind", _ratio_name(best_ratio))
+    source = os.path.join(directory, export.EXPORT_DIR, export.PROMPT_FILE)
+    if os.path.exists(source):
+        values = np.load(source)
+        export.save_npy(os.path.join(model_dir, export.EXPORT_DIR, export.PROMPT_FILE), values)
+        masks = dict(plan)[best_ratio]
+        _save_npz(os.path.join(model_dir, export.EXPORT_DIR, "masks.npz"), **masks)
+        _save_json(os.path.join(model_dir, export.EXPORT_DIR, "best.json"), {"ratio": best_ratio, metric: max(scored)[0]})
+
+
+def format_table(rows: Sequence[dict], metric: str) -> str:
+    lines = [f"{'stage':<28} {'ratio':>6} {'tokens':>6} {'parameters':>10} {metric:>10}"]
+    for r in rows:
+        value = "-" if r[metric] is None else f"{r[metric]:.2f}"
+        lines.append(f"{r['stage']:<28} {r['ratio']:>6.0%} {r['tokens']:>6} {r['parameters']:>10,} {value:>10}")
+    return "\n".join(lines)
