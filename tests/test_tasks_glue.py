@@ -70,6 +70,7 @@ def test_glue_formats_as_t5(task, fields, inputs, target, taskless, tmp_path):
     name = f"{'taskless_' if taskless else ''}glue_{task}_v002"
     expected_inputs = inputs.split(" ", 1)[1] if taskless else inputs
     assert formatted(name, fields, tmp_path) == (expected_inputs, target)
+    assert TASK_SPECS[name].postprocess(target) == fields["label"]  # "<unk>" -> -1, as an unlabelled example
 
 
 # T5 writes round(score * 5) / 5 with one decimal; TensorFlow rounds halves to even (2.5 -> 12.5 -> 12).

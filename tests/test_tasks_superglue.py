@@ -335,3 +335,28 @@ def test_default_is_tfds_and_the_public_vocabulary(monkeypatch, reregister):
     assert vocabulary.sentencepiece_model_file == "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
     assert vocabulary.extra_ids == 100
     assert "fewglue_train" not in task.splits and "train_k16" in task.splits
+
+
+# -- postprocessing inverts formatting on the real files ----------------------------------------------
+@pytest.mark.parametrize("task", ["boolq", "cb", "copa", "multirc", "rte", "wic", "wsc", "wsc_v102_simple_eval"])
+def test_postprocessed_target_is_the_source_label_for_every_validation_example(task):
+    """T5's text step, then the postprocessor on its target text: back to the label, for every example."""
+    from tasks.preprocessors import text_preprocessors
+
+    name = _name(task, taskless=True)
+    spec, source = get_spec(name), seqio.get_mixture_or_task(name).source
+    labels = [int(ex["label"]) for ex in source.get_dataset("validation", shuffle=False).as_numpy_iterator()]
+    ds = source.get_dataset("validation", shuffle=False)
+    for step in text_preprocessors(spec):
+        ds = step(ds)
+    recovered = []
+    for ex in ds.as_numpy_iterator():
+        out = spec.postprocess(ex["targets"], example={**ex, "targets_pretokenized": ex["targets"]}, is_target=True)
+        recovered.append(out["value"] if isinstance(out, dict) else out)
+    assert recovered == labels and len(set(labels)) == len(spec.label_names or (0, 1))
+
+
+def test_seqio_accepts_the_metric_functions_as_prediction_metrics():
+    for task in ("cb", "multirc", "record", "wsc_v102_simple_eval"):
+        registered_task = seqio.get_mixture_or_task(_name(task, taskless=False))
+        assert len(registered_task.predict_metric_fns) == len(get_spec(registered_task.name).metric_fns)
