@@ -77,7 +77,7 @@ def _resolve_dir(value: Optional[str], env: str, what: str):
         return os.path.abspath(value), "passed as an argument"
     from_env = os.environ.get(env)
     if from_env:
-        return from_env, f"from ${env}"
+        return os.path.abspath(from_env), f"from ${env}"
     return None, ""
 
 
