@@ -47,6 +47,12 @@ def resolve_gin_file(path: str) -> str:
     raise GinError(f"gin file {path} not found (looked in the working directory and in {GIN_DIR})")
 
 
+def _drop_gin_resource_probe(record) -> bool:
+    """gin tries every include as a Python package resource first and logs an ERROR when it is not one
+    (``Path not found: runs/prompt_tune.gin``) before finding the file on its search path: noise."""
+    return not (record.module == "resource_reader" and record.getMessage().startswith("Path not found"))
+
+
 class GinError(ValueError):
     """A gin file or binding that cannot be applied; the message names it."""
 
@@ -59,6 +65,10 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
     import xprompt_jax.trainer  # noqa: F401
     import xprompt_jax.xprompt_run  # noqa: F401
 
+    import logging
+    root = logging.getLogger()
+    if _drop_gin_resource_probe not in root.filters:
+        root.addFilter(_drop_gin_resource_probe)
     gin.add_config_file_search_path(GIN_DIR)
     resolved = [resolve_gin_file(path) for path in files]
     try:

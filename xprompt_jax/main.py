@@ -4,6 +4,7 @@
     xprompt-jax train --gin_file=models/t5_1_1.gin --gin_file=sizes/base.gin \
         --gin_file=prompts/sampled_vocabulary.gin --gin_file=runs/prompt_tune.gin --gin.MODEL_DIR="'/tmp/run'" ...
     xprompt-jax evaluate --gin_file=... --gin_file=runs/eval.gin --gin.PROMPT_SOURCE="'/tmp/run'" ...
+    xprompt-jax demo [--work_dir xprompt_demo]    # the built-in demo, no download
     xprompt-jax xprompt --gin_file=... --gin_file=runs/xprompt.gin --gin.MODEL_DIR="'/tmp/xprompt'" ...
 
 ``smoke`` loads a T5 checkpoint (default: the real T5X test checkpoint in
@@ -96,10 +97,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub.add_parser("train", help="prompt-tune a frozen T5 (gin: runs/prompt_tune.gin)")
     sub.add_parser("evaluate", help="score a saved prompt on a task split (gin: runs/eval.gin)")
     sub.add_parser("xprompt", help="prompt tuning, pruning and rewinding in one run (gin: runs/xprompt.gin)")
+    sub.add_parser("ensemble", help="majority vote of N saved prompts in one batch (gin: runs/ensemble.gin)")
+    demo = sub.add_parser("demo", help="the built-in demo: pre-train a tiny T5, prompt-tune it, run XPrompt")
+    demo.add_argument("--work_dir", default="xprompt_demo", help="where the demo writes everything")
+    demo.add_argument("--quick", action="store_true", help="shortened stages (as the test suite runs it)")
     args = parser.parse_args(rest)
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "ensemble":
+        import xprompt_jax.ensembling  # noqa: F401  registers xprompt_jax.ensemble for runs/ensemble.gin
     try:
         gin.clear_config()  # one command, one configuration (matters when main() runs in-process)
         parse_gin(gin_files, gin_bindings)
@@ -108,6 +115,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if args.command == "smoke":
         return _smoke(args, gin_given=bool(gin_files or gin_bindings))
+    if args.command == "demo":
+        from xprompt_jax.demo import run_demo
+        run_demo(args.work_dir, args.quick)
+        return 0
     return _run_gin_entry(args.command)
 
 
@@ -123,7 +134,9 @@ def _run_gin_entry(command: str) -> int:
     from xprompt_jax import trainer
     from xprompt_jax.errors import CheckpointError, ConfigError
     from xprompt_jax import xprompt_run
-    entry = {"train": trainer.train, "evaluate": trainer.evaluate, "xprompt": xprompt_run.xprompt}[command]
+    from xprompt_jax import ensembling
+    entry = {"train": trainer.train, "evaluate": trainer.evaluate, "xprompt": xprompt_run.xprompt,
+             "ensemble": ensembling.ensemble}[command]
     try:
         entry()
     except (ConfigError, CheckpointError) as err:

@@ -344,7 +344,7 @@ def train(model_dir: str = gin.REQUIRED,
     batches = train_data.batches(batch_size, shuffle=True, seed=seed, start_step=start_step,
                                  process_index=jax.process_index(), process_count=jax.process_count())
 
-    history, stale, last_eval = [], 0, None
+    history, train_losses, stale, last_eval = [], [], 0, None
     best_so_far = best.best()
     best_value = best_so_far[1][eval_metric] if best_so_far else -np.inf
     step = start_step
@@ -355,6 +355,7 @@ def train(model_dir: str = gin.REQUIRED,
         step += 1
         if step % log_period == 0 or step == train_steps or step == start_step + 1:
             values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            train_losses.append((step, values["loss"]))
             summaries.scalars("train", step, values)
             progress.update(step, {k: values[k] for k in ("loss", "learning_rate") if k in values})
         if step % checkpoint_period == 0 or step == train_steps:
@@ -382,7 +383,8 @@ def train(model_dir: str = gin.REQUIRED,
     best.wait()
     summaries.close()
 
-    result = {"step": step, "final": last_eval, "history": history, "trainable_parameters": n_trainable,
+    result = {"step": step, "final": last_eval, "history": history, "train_loss": train_losses,
+              "trainable_parameters": n_trainable,
               "seconds": time.time() - started}
     best_entry = best.best()
     final_trainable, final_masks = state.trainable, state.masks

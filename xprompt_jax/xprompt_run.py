@@ -71,7 +71,7 @@ def _train_stage(directory: str, **kwargs) -> dict:
         trainer.log(f"[xprompt] {directory} already finished: skipped")
         return done
     result = trainer.train(model_dir=directory, **kwargs)
-    summary = {k: v for k, v in result.items() if k not in ("prompt", "history")}
+    summary = {k: v for k, v in result.items() if k != "prompt"}
     if trainer._is_main():
         _save_json(os.path.join(directory, RESULT_FILE), summary)
     return summary
