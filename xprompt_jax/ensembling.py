@@ -1,0 +1,206 @@
+"""Prompt ensembling (Lester et al. 2021): N prompts for one task on one frozen model, majority vote.
+
+All N prompts run in ONE batch on the one frozen model: a batch of B examples becomes B x N rows,
+example-major (row ``b * N + k`` is example b under prompt k), so the frozen weights are read once
+per batch whatever N is — the point of ensembling prompts rather than models. Each prompt's
+prediction (rank classification's best label, or greedy decoding's text) then gets one vote; ties go
+to the prediction of the earliest prompt among the tied ones.
+
+    xprompt-jax ensemble --gin_file=models/t5_1_1.gin --gin_file=sizes/base.gin --gin_file=runs/ensemble.gin \
+        --gin.PROMPT_SOURCES="['/tmp/pt_a', '/tmp/pt_b', '/tmp/pt_c/export/prompt.npy']" \
+        --gin.TASK="'taskless_super_glue_rte_v102'" --gin.CHECKPOINT="'...'"
+
+A source is a ``.npy`` file, a PEFT adapter folder or a run's ``MODEL_DIR`` (its exported prompt). The
+prompts must all have the same length and width (checked before the model or data are loaded).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xprompt_jax import evaluation, export
+from xprompt_jax.errors import ConfigError
+from xprompt_jax.models.config import T5Config
+from xprompt_jax.models.decoding import greedy_decode_encoded
+from xprompt_jax.models.t5 import T5
+from xprompt_jax.prompted import PromptedT5
+from xprompt_jax.trainer import Evaluator, _eval_batches
+
+PROMPTS = "prompts"
+
+
+def load_prompts(sources: Sequence[str]) -> Tuple[np.ndarray, List[str]]:
+    """(N, m, e) float32 prompts and the files they came from; prompts of different shapes are refused."""
+    if isinstance(sources, (str, bytes)) or not isinstance(sources, (list, tuple)):
+        raise ConfigError(f"the ensemble's prompt sources must be a list of files or run folders "
+                          f"(PROMPT_SOURCES=['/a', '/b']), got {sources!r}")
+    if not sources:
+        raise ConfigError("the ensemble has no prompts: PROMPT_SOURCES is empty")
+    loaded = [export.load_prompt_source(str(s)) for s in sources]
+    shapes = {tuple(values.shape) for values, _ in loaded}
+    if len(shapes) > 1:
+        detail = "; ".join(f"{where}: {values.shape[0]} tokens x {values.shape[1]} wide" for values, where in loaded)
+        raise ConfigError(f"the ensemble's prompts differ in length or width ({detail}); an ensemble runs its "
+                          "prompts side by side in one batch, so they must all be the same shape")
+    return np.stack([np.asarray(values, np.float32) for values, _ in loaded]), [where for _, where in loaded]
+
+
+def majority_vote(predictions: Sequence[Sequence[Any]]) -> List[Any]:
+    """Per example (row), the most frequent of its N predictions; a tie goes to the earliest prompt's."""
+    voted = []
+    for row in predictions:
+        counts = collections.Counter(row)
+        top = max(counts.values())
+        voted.append(next(p for p in row if counts[p] == top))
+    return voted
+
+
+class PromptEnsemble(PromptedT5):
+    """A frozen T5 with N same-shaped prompts: ``trainable = {'prompts': (N, m, e)}``.
+
+    ``encode`` takes B x N example-major rows (``jnp.repeat(tokens, N, axis=0)``) and gives row
+    ``b * N + k`` prompt k; everything downstream (rank scores, greedy decoding) is the usual code.
+    """
+
+    def __init__(self, config: T5Config, prompts, combine: str = "prefix"):
+        super().__init__(config, None, combine)
+        prompts = np.asarray(prompts, np.float32)
+        if prompts.ndim != 3:
+            raise ConfigError(f"an ensemble takes (N, length, width) prompts, got shape {prompts.shape}")
+        if prompts.shape[2] != config.emb_dim:
+            raise ConfigError(f"the ensemble's prompts are {prompts.shape[2]} wide but the model is "
+                              f"{config.emb_dim} wide")
+        self.prompts = prompts
+        self.num_prompts, self.length = int(prompts.shape[0]), int(prompts.shape[1])
+
+    @property
+    def prompt_length(self) -> int:
+        return self.length
+
+    def init(self, rng=None):
+        return {PROMPTS: jnp.asarray(self.prompts)}, {}
+
+    def prompt(self, trainable, masks):
+        return trainable[PROMPTS]
+
+    def encode(self, trainable, frozen, masks, tokens, deterministic: bool = True, rngs=None):
+        prompts = trainable[PROMPTS]
+        if tokens.shape[0] % prompts.shape[0]:
+            raise ValueError(f"{tokens.shape[0]} rows are not examples x {prompts.shape[0]} prompts")
+        prompt = jnp.tile(prompts, (tokens.shape[0] // prompts.shape[0], 1, 1))
+        params = self.t5_params(trainable, frozen)
+        embedded = self.t5.apply({"params": params}, tokens, method=T5.embed)
+        combined, mask = self.combine(prompt, embedded, tokens)
+        encoded = self.t5.apply({"params": params}, combined, mask, deterministic, method=T5.encode_embedded,
+                                rngs=rngs)
+        return encoded, mask
+
+
+def ensemble_rank_predictions(model: PromptEnsemble, trainable, frozen, encoder_input_tokens, label_ids):
+    """(B, N) index of every prompt's best label, all prompts in one (B x N)-row forward pass."""
+    batch, n = encoder_input_tokens.shape[0], model.num_prompts
+    rows = jnp.repeat(encoder_input_tokens, n, axis=0)
+    scores = evaluation.rank_scores(model, trainable, frozen, {}, rows, label_ids)
+    return scores.reshape(batch, n, -1).argmax(-1)
+
+
+def ensemble_greedy_tokens(model: PromptEnsemble, trainable, frozen, encoder_input_tokens, max_decode_length: int):
+    """(B, N, T) greedy generations, all prompts in one (B x N)-row pass."""
+    batch, n = encoder_input_tokens.shape[0], model.num_prompts
+    rows = jnp.repeat(encoder_input_tokens, n, axis=0)
+    encoded, mask = model.encode(trainable, frozen, {}, rows)
+    tokens = greedy_decode_encoded(model.t5, model.t5_params(trainable, frozen), encoded, mask, max_decode_length)
+    return tokens.reshape(batch, n, -1)
+
+
+class EnsembleEvaluator(Evaluator):
+    """``trainer.Evaluator`` for a ``PromptEnsemble``: per-prompt predictions, the vote, their metrics."""
+
+    def per_prompt_texts(self, trainable, frozen) -> List[List[str]]:
+        """[example][prompt] predicted text, every batch run once for all N prompts."""
+        model, out = self.model, []
+        if self.mode == "rank":
+            fn = jax.jit(lambda t, f, x, labels: ensemble_rank_predictions(model, t, f, x, labels))
+            labels = jnp.asarray(self.label_ids)
+            for batch, valid in _eval_batches(self.split, self.batch_size):
+                best = np.asarray(fn(trainable, frozen, batch["encoder_input_tokens"], labels))[valid]
+                out.extend([[self.info.label_names[i] for i in row] for row in best])
+        else:
+            length = self.max_decode_length
+            fn = jax.jit(lambda t, f, x: ensemble_greedy_tokens(model, t, f, x, length))
+            for batch, valid in _eval_batches(self.split, self.batch_size):
+                tokens = np.asarray(fn(trainable, frozen, batch["encoder_input_tokens"]))[valid]
+                out.extend([[self.vocabulary.decode(t) for t in row] for row in tokens])
+        return out
+
+    def predictions_text(self, trainable, frozen, masks=None) -> list:
+        return majority_vote(self.per_prompt_texts(trainable, frozen))
+
+    def evaluate(self, trainable, frozen) -> Dict[str, Any]:
+        """{'ensemble': metrics of the vote, 'prompts': [metrics of each prompt alone]}, from one pass."""
+        per_prompt = self.per_prompt_texts(trainable, frozen)
+        examples = self.split.examples
+        individual = [self.info.score([row[k] for row in per_prompt], examples)
+                      for k in range(self.model.num_prompts)]
+        return {"ensemble": self.info.score(majority_vote(per_prompt), examples), "prompts": individual}
+
+
+@gin.configurable(module="xprompt_jax", denylist=["model_config"])
+def ensemble(prompt_sources: Sequence[str] = gin.REQUIRED,
+             checkpoint: Optional[str] = None,
+             task: Optional[str] = None,
+             split: str = "validation",
+             cache: Optional[str] = None,
+             data_cache_dir: Optional[str] = None,
+             vocabulary_path: Optional[str] = None,
+             input_length: int = 512,
+             target_length: int = 16,
+             batch_size: int = 32,
+             mode: str = "auto",
+             combine: str = "prefix",
+             seed: int = 0,
+             output_file: Optional[str] = None,
+             model_config: Optional[T5Config] = None) -> Dict[str, Any]:
+    """Score the majority vote of N saved prompts (and each prompt alone) on a task split.
+
+    ``batch_size`` counts examples: each batch runs ``batch_size x N`` rows. ``output_file``: write the
+    result as JSON there too.
+    """
+    from xprompt_jax import trainer
+    from xprompt_jax.vocabulary import DEFAULT_VOCAB_PATH, load_vocabulary
+    if not isinstance(prompt_sources, (list, tuple, str)):  # an unset %gin.REQUIRED macro arrives as a sentinel
+        trainer.require_string("PROMPT_SOURCES", None, "ensemble.prompt_sources")
+    prompts, sources = load_prompts(prompt_sources)  # bad prompts fail before anything is loaded
+    model_config = model_config if model_config is not None else trainer.default_model_config(checkpoint)
+    if model_config is not None and prompts.shape[2] != model_config.emb_dim:
+        raise ConfigError(f"the ensemble's prompts are {prompts.shape[2]} wide but the model is "
+                          f"{model_config.emb_dim} wide")
+    data = trainer.open_split(task, split, cache, data_cache_dir, input_length, target_length)
+    cached_length = data.features["encoder_input_tokens"].shape[1]
+    if prompts.shape[1] > cached_length:
+        raise ConfigError(f"the prompts ({prompts.shape[1]} tokens) are longer than the encoder input length "
+                          f"({cached_length})")
+    vocabulary = load_vocabulary(vocabulary_path or os.environ.get("XPROMPT_VOCAB_PATH")
+                                 or data.meta.get("vocabulary", {}).get("path") or DEFAULT_VOCAB_PATH)
+    config, frozen = trainer.load_frozen(checkpoint, model_config, seed=seed)
+    model = PromptEnsemble(config, prompts, combine)
+    trainable, _ = model.init()
+    trainer.log(f"[ensemble] {model.num_prompts} prompts of {model.length}x{config.emb_dim} on "
+                f"{data.meta.get('task')}:{data.meta.get('split')}, {batch_size}x{model.num_prompts} rows a batch")
+    result = EnsembleEvaluator(model, data, vocabulary, batch_size, mode).evaluate(trainable, frozen)
+    result["sources"] = sources
+    for source, metrics in zip(sources, result["prompts"]):
+        trainer.log(f"[ensemble]   {source}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+    trainer.log("[ensemble] majority vote: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ensemble"].items()))
+    if output_file and trainer._is_main():
+        os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
+        with open(output_file, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
