@@ -30,6 +30,7 @@ DEFAULT_RULES: Tuple[Tuple[str, Optional[str]], ...] = (
     ("relpos_buckets", None),
     ("prompt_length", None),   # prompts are tiny: replicated everywhere
     ("prompt_embed", None),
+    ("prompt_hidden", None),   # hidden units of a reparameterised prompt (EPT, P-Tuning, ResPrompt)
 )
 
 

@@ -23,7 +23,11 @@ from xprompt_jax.prompts import initializers
 from xprompt_jax.prompts.modules import Prompt
 
 PROMPT = "prompt"
+# A trainable-tree entry holding an already materialised m x e prompt (see PromptedT5.for_evaluation).
+MATERIALIZED = "materialized_prompt"
 INIT_KINDS = ("uniform", "sampled_vocabulary", "class_labels", "file")
+# How the m x e prompt is made: the matrix itself (Lester et al.) or a reparameterising network.
+PROMPT_KINDS = ("prompt", "ept", "ptuning", "resprompt")
 
 
 @gin.configurable(module="xprompt_jax")
@@ -36,6 +40,13 @@ class PromptSpec:
     string, remaining rows sampled) or 'file' (``init_file``: a ``.npy``, or a run's ``MODEL_DIR`` whose
     exported prompt is reused). ``pieces`` is XPrompt's k (pieces per prompt token); it must divide the
     model width. ``combine``: 'prefix', 'after_first_token' or 'before_eos'.
+
+    ``kind`` picks what makes the prompt (``prompts/reparameterized.py``): 'prompt' (the matrix itself),
+    'ept' (one vector through a rank-``rank`` linear bottleneck, broadcast to ``length`` copies: length 1
+    is EPT, 10 is EPT*), 'ptuning' (``ptuning_encoder`` 'mlp' or 'lstm', ``hidden`` default e,
+    ``lstm_layers``) or 'resprompt' (bottleneck ``hidden`` default 400, LayerNorm, residual; one MLP
+    shared by the tokens, or one per token with ``resprompt_separate``). ``init`` then starts the
+    network's input embeddings. Whatever the kind, what is exported and evaluated is the m x e output.
     """
     length: int = 100
     init: str = "sampled_vocabulary"
@@ -44,8 +55,24 @@ class PromptSpec:
     init_file: Optional[str] = None
     pieces: int = 16
     combine: str = "prefix"
+    kind: str = "prompt"
+    rank: int = 1
+    hidden: Optional[int] = None
+    ptuning_encoder: str = "mlp"
+    lstm_layers: int = 2
+    resprompt_separate: bool = False
 
     def __post_init__(self):
+        if self.kind not in PROMPT_KINDS:
+            raise ConfigError(f"unknown PromptSpec.kind {self.kind!r}; choose one of {list(PROMPT_KINDS)}")
+        if self.kind == "ept":
+            from xprompt_jax.prompts.reparameterized import check_ept
+            check_ept(self.rank, None, self.length)  # r < e is checked against the model when built
+        if self.kind == "ptuning":
+            from xprompt_jax.prompts.reparameterized import check_ptuning
+            check_ptuning(self.ptuning_encoder, self.hidden, self.lstm_layers)
+        if self.kind == "resprompt" and self.hidden is not None and self.hidden < 1:
+            raise ConfigError(f"ResPrompt's bottleneck (PromptSpec.hidden) must be at least 1, got {self.hidden}")
         if self.length < 1:
             raise ConfigError(f"PromptSpec.length must be at least 1, got {self.length}")
         if self.init not in INIT_KINDS:
@@ -114,7 +141,20 @@ class PromptedT5:
         """The masked m x e prompt (or batch x m x e when the masks are per example)."""
         if self.prompt_module is None:
             return None
+        if MATERIALIZED in trainable:
+            return trainable[MATERIALIZED]
         return self.prompt_module.apply({"params": trainable[PROMPT], "masks": masks})
+
+    def for_evaluation(self, trainable, masks):
+        """``(trainable, masks)`` to evaluate with. A reparameterised prompt (EPT, P-Tuning, ResPrompt) is
+        materialised first, by the same eager call the export makes: inside a jitted evaluation XLA would
+        fuse the network's ops differently (LayerNorm's reductions, say) and the scores could differ from
+        those of the exported prompt in the last bit. A plain prompt is returned as it is.
+        """
+        if self.prompt_module is None or isinstance(self.prompt_module, Prompt):
+            return trainable, masks
+        rest = {k: v for k, v in trainable.items() if k != PROMPT}
+        return {**rest, MATERIALIZED: self.prompt(trainable, masks)}, {}
 
     def encode(self, trainable, frozen, masks, tokens, deterministic: bool = True, rngs=None):
         params = self.t5_params(trainable, frozen)
@@ -150,7 +190,21 @@ def build_prompted_t5(config: T5Config, spec: PromptSpec, frozen_params,
                           f"input length ({input_length}); shorten the prompt or raise the input length")
     embedding = frozen_params["token_embedder"]["embedding"]
     init_fn = make_initializer(spec, embedding, label_token_ids)
-    module = Prompt(length=spec.length, width=config.emb_dim, pieces=spec.pieces, init_fn=init_fn)
+    module = make_prompt_module(spec, config.emb_dim, init_fn)
     from xprompt_jax.prompts.masks import check_pieces
     check_pieces(config.emb_dim, spec.pieces)
     return PromptedT5(config, module, spec.combine)
+
+
+def make_prompt_module(spec: PromptSpec, width: int, init_fn) -> nn.Module:
+    """The prompt module ``spec.kind`` names, ``width`` wide (bad sizes for this width raise ConfigError)."""
+    common = dict(length=spec.length, width=width, pieces=spec.pieces, init_fn=init_fn)
+    if spec.kind == "prompt":
+        return Prompt(**common)
+    from xprompt_jax.prompts import reparameterized as rp
+    if spec.kind == "ept":
+        return rp.EPTPrompt(rank=spec.rank, **common)
+    if spec.kind == "ptuning":
+        return rp.PTuningPrompt(encoder=spec.ptuning_encoder, hidden=spec.hidden, lstm_layers=spec.lstm_layers,
+                                **common)
+    return rp.ResPrompt(hidden=spec.hidden or rp.RESPROMPT_HIDDEN, separate=spec.resprompt_separate, **common)

@@ -143,6 +143,7 @@ class Evaluator:
         self.max_decode_length = self.max_decode_length or self.split.features["decoder_target_tokens"].shape[1]
 
     def predictions_text(self, trainable, frozen, masks) -> list:
+        trainable, masks = self.model.for_evaluation(trainable, masks)  # EPT & co.: score the materialised prompt
         batches = _eval_batches(self.split, self.batch_size)
         if self.mode == "rank":
             best = evaluation.predict_labels(self.model, trainable, frozen, masks, batches, self.label_ids)
