@@ -19,7 +19,7 @@ import optax
 from flax import linen as nn
 from flax import struct
 
-from xprompt_jax import losses, partitioning
+from xprompt_jax import diagnostics, losses, partitioning
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.prompted import PROMPT, PromptedT5
 from xprompt_jax.prompts import masks as mask_lib
@@ -118,6 +118,9 @@ def make_train_step(model: PromptedT5, optimizer: optax.GradientTransformation, 
                    "grad_norm": optax.global_norm(grads)}
         if PROMPT in trainable:
             metrics["prompt_norm"] = optax.global_norm(trainable[PROMPT])
+            prompt = model.prompt(trainable, state.masks)  # the materialised m x e prompt the encoder sees
+            if prompt is not None and prompt.ndim == 2:
+                metrics.update(diagnostics.prompt_metrics(prompt))
         if learning_rate_fn is not None:
             metrics["learning_rate"] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
         new_state = state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state)
