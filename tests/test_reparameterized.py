@@ -324,3 +324,12 @@ def test_run_files_carry_the_papers_defaults(run, expected):
             assert PromptSpec().ptuning_encoder == "lstm"
     finally:
         gin.clear_config()
+
+
+def test_run_config_holds_only_the_fields_a_kind_reads():
+    plain = PromptSpec(length=4)
+    assert set(plain.to_dict()) == {"length", "init", "init_scale", "population_size", "init_file", "pieces",
+                                    "combine"}   # as before reparameterised kinds: older runs still resume
+    for spec in [plain, *SPECS.values()]:
+        assert PromptSpec(**spec.to_dict()) == spec
+    assert {"kind", "rank"} <= set(SPECS["ept"].to_dict()) and "hidden" not in SPECS["ept"].to_dict()

@@ -28,6 +28,10 @@ MATERIALIZED = "materialized_prompt"
 INIT_KINDS = ("uniform", "sampled_vocabulary", "class_labels", "file")
 # How the m x e prompt is made: the matrix itself (Lester et al.) or a reparameterising network.
 PROMPT_KINDS = ("prompt", "ept", "ptuning", "resprompt")
+# PromptSpec fields of the reparameterised kinds, and which of them each kind reads.
+REPARAMETERIZATION_FIELDS = ("kind", "rank", "hidden", "ptuning_encoder", "lstm_layers", "resprompt_separate")
+KIND_FIELDS = {"ept": ("kind", "rank"), "ptuning": ("kind", "hidden", "ptuning_encoder", "lstm_layers"),
+               "resprompt": ("kind", "hidden", "resprompt_separate")}
 
 
 @gin.configurable(module="xprompt_jax")
@@ -82,7 +86,11 @@ class PromptSpec:
         combine_lib.get_combine(self.combine)
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """The fields that matter for this ``kind`` (run_config.json's ``prompt``; ``PromptSpec(**d)`` rebuilds
+        it): a plain prompt's dict is what it was before reparameterised kinds existed, so older runs resume."""
+        values = dataclasses.asdict(self)
+        keep = KIND_FIELDS.get(self.kind, ())
+        return {k: v for k, v in values.items() if k not in REPARAMETERIZATION_FIELDS or k in keep}
 
 
 def make_initializer(spec: PromptSpec, embedding, label_token_ids: Optional[Sequence[Sequence[int]]] = None):
