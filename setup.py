@@ -27,6 +27,7 @@ setup(
         # The data side only (task registration, caching); nothing that trains imports these.
         "seqio>=0.0.19",
         "tensorflow-datasets>=4.9",
+        "importlib_resources",  # TFDS builders import it through etils when they prepare a dataset
     ],
     extras_require={
         # PyTorch (CPU build) and transformers: reference tests against Hugging Face's T5.

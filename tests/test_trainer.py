@@ -109,3 +109,22 @@ def test_cli_errors_are_one_line(tmp_path, data):
     unknown = subprocess.run([sys.executable, "-m", "xprompt_jax.main", "train", "--gin_file=runs/prompt_tune.gin",
                               "--gin.NOT_A_MACRO_OR_NAME.x=1"], env=env, capture_output=True, text=True)
     assert unknown.returncode == 2 and "NOT_A_MACRO_OR_NAME" in unknown.stderr
+
+
+def test_superglue_rte_from_the_official_files_end_to_end(data, tmp_path):
+    """The real data path: seqio task from local .jsonl -> numpy cache -> train -> rank eval with RTE's metric."""
+    pytest.importorskip("seqio")
+    import tasks.superglue
+    superglue = shared_path("data", "superglue")
+    vocab = shared_path("fixtures", "t5_sentencepiece.model")
+    tasks.superglue.register_superglue(data_dir=str(superglue), vocab_path=str(vocab))
+    result = trainer.train(
+        model_dir=str(tmp_path / "rte"), checkpoint=data["checkpoint"], task="taskless_super_glue_rte_v102",
+        train_split="train_k16", eval_split="validation", data_cache_dir=str(tmp_path / "cache"),
+        input_length=64, target_length=4, batch_size=8, train_steps=2, eval_period=2, checkpoint_period=2,
+        model_config=t5_config("t5_1_1_prompt_tuning_test"), prompt_spec=PromptSpec(length=3, pieces=2))
+    lines = [json.loads(l) for l in open(tmp_path / "rte" / "eval_metrics.jsonl")]
+    assert set(lines[-1]) == {"step", "accuracy"} and 0 <= lines[-1]["accuracy"] <= 100
+    meta = json.load(open(tmp_path / "cache" / "taskless_super_glue_rte_v102" / "validation-64-4" / "meta.json"))
+    assert meta["num_examples"] == 277 and meta["label_names"] == ["entailment", "not_entailment"]
+    assert result["step"] == 2

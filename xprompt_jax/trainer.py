@@ -37,6 +37,8 @@ from xprompt_jax.prompted import PromptedT5, PromptSpec, build_prompted_t5
 from xprompt_jax.run_checkpoints import BestCheckpoint, RunCheckpoints
 
 RUN_CONFIG = "run_config.json"
+# Where task caches go when DATA_CACHE_DIR is unset (keyed by task, split and lengths: delete to rebuild).
+DEFAULT_DATA_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "xprompt_jax", "data")
 # Fields of run_config.json that must match for a restart to continue the same run.
 STRUCTURAL = ("model", "prompt", "trainable")
 
@@ -96,15 +98,26 @@ def open_split(task: Optional[str], split: str, cache: Optional[str], data_cache
     """
     from xprompt_jax.data.cache import CachedSplit
     if cache is None:
-        if not task or not data_cache_dir:
-            raise ConfigError(f"no data for split {split!r}: set train.task and train.data_cache_dir, "
-                              "or the cache folder itself (train.train_cache / train.eval_cache)")
+        if not task:
+            raise ConfigError(f"no data for split {split!r}: set TASK (train.task), or the cache folder itself "
+                              "(train.train_cache / train.eval_cache)")
+        data_cache_dir = data_cache_dir or os.environ.get("XPROMPT_DATA_CACHE") or DEFAULT_DATA_CACHE
         cache = os.path.join(data_cache_dir, task, f"{split}-{input_length}-{target_length}")
         if not os.path.exists(os.path.join(cache, "meta.json")):
             log(f"[data] writing the cache of {task}:{split} to {cache} (seqio)")
+            _apply_task_bindings()
             from xprompt_jax.data.write_cache import write_cache
             write_cache(task, split, cache, {"inputs": input_length, "targets": target_length})
     return CachedSplit.open(cache)
+
+
+def _apply_task_bindings():
+    """Re-register task modules a gin file imported, so bindings such as
+    ``tasks.superglue.register_superglue.data_dir`` take effect (registration at import precedes gin)."""
+    import sys
+    for module, register in (("tasks.superglue", "register_superglue"), ("tasks.glue", "register_glue")):
+        if module in sys.modules and gin.get_bindings(f"{module}.{register}"):
+            getattr(sys.modules[module], register)()
 
 
 def _eval_batches(split, batch_size: int):
