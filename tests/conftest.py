@@ -9,6 +9,18 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 
 import pytest  # noqa: E402
 
+
+def pytest_configure(config):
+    """One persistent XLA compilation cache for the session: many tests compile the same tiny programs."""
+    import tempfile
+
+    import jax
+    cache = os.environ.get("XPROMPT_COMPILATION_CACHE") or tempfile.mkdtemp(prefix="xprompt-xla-cache-")
+    os.environ["XPROMPT_COMPILATION_CACHE"] = cache  # subprocesses share it
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("XPROMPT_SHARED", REPO.parent / "shared"))
 

@@ -29,7 +29,7 @@ def data(tmp_path_factory):
 def _train(data, model_dir, **overrides):
     kwargs = dict(model_dir=str(model_dir), checkpoint=data["checkpoint"], train_cache=data["train"],
                   eval_cache=data["eval"], batch_size=8, train_steps=6, eval_period=3, checkpoint_period=3,
-                  log_period=2, model_config=t5_config("t5_1_1_prompt_tuning_test"),
+                  log_period=2, mesh_data=1, model_config=t5_config("t5_1_1_prompt_tuning_test"),
                   prompt_spec=PromptSpec(length=4, pieces=2))
     kwargs.update(overrides)
     return trainer.train(**kwargs)

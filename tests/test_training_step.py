@@ -106,6 +106,9 @@ def test_gradient_accumulation_equals_one_large_batch(fixture_model):
 def test_mesh_errors_are_clear():
     with pytest.raises(ConfigError, match="must divide the 8 devices"):
         partitioning.make_mesh(-1, 3)
+    with pytest.raises(ConfigError, match="needs 12 devices but 8 are available"):
+        partitioning.make_mesh(6, 2)
+    assert partitioning.make_mesh(2, 1).devices.size == 2  # fewer devices than the host has: the first ones
     mesh = partitioning.make_mesh(4, 2)
     with pytest.raises(ConfigError, match="batch size 6 is not divisible by the mesh's data axis"):
         partitioning.check_divisible(6, mesh)

@@ -108,6 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if args.command == "ensemble":
         import xprompt_jax.ensembling  # noqa: F401  registers xprompt_jax.ensemble for runs/ensemble.gin
+    _compilation_cache_from_environment()
     try:
         gin.clear_config()  # one command, one configuration (matters when main() runs in-process)
         parse_gin(gin_files, gin_bindings)
@@ -121,6 +122,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run_demo(args.work_dir, args.quick)
         return 0
     return _run_gin_entry(args.command)
+
+
+def _compilation_cache_from_environment():
+    """``XPROMPT_COMPILATION_CACHE=DIR`` keeps compiled XLA programs across runs (restarts, sweeps, tests)."""
+    cache = os.environ.get("XPROMPT_COMPILATION_CACHE")
+    if cache:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def _without_gin_context(err: Exception) -> str:

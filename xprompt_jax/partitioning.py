@@ -41,6 +41,8 @@ def make_mesh(data: int = -1, model: int = 1, devices: Optional[Sequence[jax.Dev
         raise ConfigError(f"mesh model axis {model} must divide the {len(devices)} devices (partitioning.model)")
     if data == -1:
         data = len(devices) // model
+    if data * model < len(devices) and jax.process_count() == 1:
+        devices = devices[:data * model]  # a smaller mesh on one host (debugging, tests): use the first devices
     if data * model != len(devices):
         raise ConfigError(f"mesh {data}x{model} needs {data * model} devices but {len(devices)} are available; "
                           "set partitioning data/model so that data * model equals the device count")
