@@ -134,7 +134,8 @@ def test_bad_settings_fail_before_training(caches, tmp_path):
     for extra, message in ((["xprompt_jax.xprompt.variant = 'magic'"], "variant must be one of"),
                            (["RATIOS = [0.5, 0.2]"], "increase strictly"),
                            (["RATIOS = [1.5]"], "ratio"),
-                           (["PIECES = 3"], "k=3 must divide")):
+                           (["PIECES = 3"], "k=3 must divide"),
+                           (["xprompt_jax.PromptSpec.kind = 'ept'"], "reparameterised prompt")):
         with pytest.raises(ConfigError, match=message):
             _run(caches, tmp_path / "bad", *extra)
     assert not (tmp_path / "bad" / "stage1").exists()

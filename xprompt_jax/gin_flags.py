@@ -62,6 +62,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
     import xprompt_jax.models.config  # noqa: F401  registers the configurables gin files name
     import xprompt_jax.optimizers  # noqa: F401
     import xprompt_jax.prompted  # noqa: F401
+    import xprompt_jax.ensembling  # noqa: F401
     import xprompt_jax.trainer  # noqa: F401
     import xprompt_jax.xprompt_run  # noqa: F401
 

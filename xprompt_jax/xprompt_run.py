@@ -111,6 +111,9 @@ def xprompt(model_dir: str = gin.REQUIRED,
     if list(ratios) != sorted(set(ratios)):
         raise ConfigError(f"xprompt.ratios must increase strictly, got {list(ratios)}")
     prompt_spec = prompt_spec or PromptSpec()
+    if prompt_spec.kind != "prompt":
+        raise ConfigError(f"XPrompt prunes and rewinds a plain prompt matrix; PromptSpec.kind={prompt_spec.kind!r} "
+                          "(a reparameterised prompt) is not supported: use kind='prompt'")
     settings = trainer.train_settings()
     checkpoint = settings["checkpoint"]
     model_config = model_config if model_config is not None else trainer.default_model_config(checkpoint)
