@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xprompt_jax.distributed import to_host  # outputs sharded over several processes -> numpy on each
 from xprompt_jax.models.decoding import greedy_decode_encoded, shift_right, token_log_likelihoods
 from xprompt_jax.prompted import PromptedT5
 
@@ -46,7 +47,7 @@ def predict_labels(model, trainable, frozen, masks, batches, label_ids: np.ndarr
     score = _jitted(rank_scores, model)
     out = []
     for batch, valid in batches:
-        scores = np.asarray(score(trainable, frozen, masks, batch["encoder_input_tokens"], jnp.asarray(label_ids)))
+        scores = to_host(score(trainable, frozen, masks, batch["encoder_input_tokens"], jnp.asarray(label_ids)))
         out.append(scores.argmax(-1)[valid])
     return np.concatenate(out) if out else np.zeros((0,), np.int64)
 
@@ -55,7 +56,7 @@ def predict_tokens(model, trainable, frozen, masks, batches, max_decode_length: 
     decode = _jitted(greedy_tokens, model, max_decode_length)
     out = []
     for batch, valid in batches:
-        tokens = np.asarray(decode(trainable, frozen, masks, batch["encoder_input_tokens"]))
+        tokens = to_host(decode(trainable, frozen, masks, batch["encoder_input_tokens"]))
         out.extend(tokens[valid])
     return out
 

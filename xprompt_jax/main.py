@@ -102,9 +102,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo = sub.add_parser("demo", help="the built-in demo: pre-train a tiny T5, prompt-tune it, run XPrompt")
     demo.add_argument("--work_dir", default="xprompt_demo", help="where the demo writes everything")
     demo.add_argument("--quick", action="store_true", help="shortened stages (as the test suite runs it)")
+    from xprompt_jax import distributed
+    for command_parser in sub.choices.values():  # --coordinator_address, --num_processes, ... on every command
+        distributed.add_flags(command_parser)
     args = parser.parse_args(rest)
     if args.command is None:
         parser.print_help()
+        return 2
+    try:  # several processes (TPU pod, GPU hosts, SLURM) join here, before JAX touches a device
+        distributed.initialize_from_args(args)
+    except distributed.DistributedError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     if args.command == "ensemble":
         import xprompt_jax.ensembling  # noqa: F401  registers xprompt_jax.ensemble for runs/ensemble.gin

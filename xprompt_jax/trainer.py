@@ -120,12 +120,25 @@ def _apply_task_bindings():
             getattr(sys.modules[module], register)()
 
 
-def _eval_batches(split, batch_size: int):
-    """(batch, valid) pairs over the whole split in order; the last batch padded (valid=False rows)."""
+def _eval_batches(split, batch_size: int, mesh=None):
+    """(batch, valid) pairs over the whole split in order; the last batch padded (valid=False rows).
+
+    With ``mesh`` (and a batch that the data axis and the processes divide), each batch is one global
+    array sharded over ``data``: every process puts in only its slice, and the predictions are gathered
+    back on every process (``distributed.to_host``). Without, every process scores whole batches.
+    """
+    sharded = (mesh is not None and batch_size % mesh.shape[partitioning.DATA] == 0
+               and batch_size % jax.process_count() == 0)
+    per_process = batch_size // jax.process_count()
+    first = jax.process_index() * per_process
     for batch in split.eval_batches(batch_size):
         valid = batch.pop("mask")
         batch.pop("example_index")
-        yield {k: jnp.asarray(batch[k]) for k in training.BATCH_KEYS}, valid
+        if sharded:
+            local = {k: batch[k][first:first + per_process] for k in training.BATCH_KEYS}
+            yield partitioning.global_batch(local, mesh), valid
+        else:
+            yield {k: jnp.asarray(batch[k]) for k in training.BATCH_KEYS}, valid
 
 
 # ------------------------------------------------------------------------------------------------
@@ -140,6 +153,7 @@ class Evaluator:
     batch_size: int
     mode: str = "auto"
     max_decode_length: Optional[int] = None
+    mesh: Any = None  # the run's mesh: evaluation batches sharded over its data axis (multi-host too)
 
     def __post_init__(self):
         from xprompt_jax import task_info
@@ -157,7 +171,7 @@ class Evaluator:
 
     def predictions_text(self, trainable, frozen, masks) -> list:
         trainable, masks = self.model.for_evaluation(trainable, masks)  # EPT & co.: score the materialised prompt
-        batches = _eval_batches(self.split, self.batch_size)
+        batches = _eval_batches(self.split, self.batch_size, self.mesh)
         if self.mode == "rank":
             best = evaluation.predict_labels(self.model, trainable, frozen, masks, batches, self.label_ids)
             return [self.info.label_names[i] for i in best]
@@ -352,7 +366,7 @@ def train(model_dir: str = gin.REQUIRED,
 
     step_fn = training.jit_train_step(training.make_train_step(model, optimizer, z_loss, accumulation_steps,
                                                                dropout, lr_fn), shardings)
-    evaluator = (Evaluator(model, eval_data, vocabulary, eval_batch_size or batch_size, eval_mode)
+    evaluator = (Evaluator(model, eval_data, vocabulary, eval_batch_size or batch_size, eval_mode, mesh=mesh)
                  if eval_data is not None else None)
     summaries = Summaries(model_dir)
     progress = Progress(train_steps, start_step)
@@ -405,7 +419,8 @@ def train(model_dir: str = gin.REQUIRED,
     final_trainable, final_masks = state.trainable, state.masks
     if best_entry is not None:
         result["best"] = best_entry[1]
-        params, _ = best.restore()
+        # Onto this run's shardings: the best may have been saved by another topology (a resumed pod run).
+        params, _ = best.restore({"trainable": state.trainable, "masks": state.masks})
         final_trainable, final_masks = params["trainable"], params["masks"]
     export_dir = os.path.join(model_dir, export.EXPORT_DIR)
     if model.prompt_module is not None:
