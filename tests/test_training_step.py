@@ -1,6 +1,5 @@
 """The jitted, sharded prompt-tuning step on the real T5X fixture: what changes, what must not."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util

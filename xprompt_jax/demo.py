@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import gin
 import jax
-import numpy as np
 
 from xprompt_jax import trainer, xprompt_run
 from xprompt_jax.gin_flags import parse_gin

@@ -9,7 +9,7 @@ through the same postprocessors and metric functions as the seqio task's, withou
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional
 
 import gin
 import jax
