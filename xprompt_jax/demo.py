@@ -64,11 +64,10 @@ def _write_small_cache(work_dir, task, split, count, lengths):
 def baselines(checkpoint: str, work_dir: str) -> Dict[str, float]:
     """Accuracy of the frozen model with no prompt, and with a random untrained prompt."""
     from xprompt_jax.prompted import PromptedT5, PromptSpec, build_prompted_t5
-    from xprompt_jax.vocabulary import load_vocabulary
     settings = trainer.train_settings()
     split = trainer.open_split(settings["task"], settings["eval_split"], None, settings["data_cache_dir"],
                                settings["input_length"], settings["target_length"])
-    vocabulary = load_vocabulary(split.meta["vocabulary"]["path"])
+    vocabulary = trainer.split_vocabulary(split)
     config, frozen = trainer.load_frozen(checkpoint, trainer.default_model_config(checkpoint))
     plain = PromptedT5(config, None)
     no_prompt = trainer.Evaluator(plain, split, vocabulary, 100, "rank")({}, frozen, {})

@@ -174,7 +174,6 @@ def ensemble(prompt_sources: Sequence[str] = gin.REQUIRED,
     result as JSON there too.
     """
     from xprompt_jax import trainer
-    from xprompt_jax.vocabulary import DEFAULT_VOCAB_PATH, load_vocabulary
     if not isinstance(prompt_sources, (list, tuple, str)):  # an unset %gin.REQUIRED macro arrives as a sentinel
         trainer.require_string("PROMPT_SOURCES", None, "ensemble.prompt_sources")
     prompts, sources = load_prompts(prompt_sources)  # bad prompts fail before anything is loaded
@@ -187,8 +186,7 @@ def ensemble(prompt_sources: Sequence[str] = gin.REQUIRED,
     if prompts.shape[1] > cached_length:
         raise ConfigError(f"the prompts ({prompts.shape[1]} tokens) are longer than the encoder input length "
                           f"({cached_length})")
-    vocabulary = load_vocabulary(vocabulary_path or os.environ.get("XPROMPT_VOCAB_PATH")
-                                 or data.meta.get("vocabulary", {}).get("path") or DEFAULT_VOCAB_PATH)
+    vocabulary = trainer.split_vocabulary(data, vocabulary_path)
     config, frozen = trainer.load_frozen(checkpoint, model_config, seed=seed)
     model = PromptEnsemble(config, prompts, combine)
     trainable, _ = model.init()

@@ -120,6 +120,14 @@ def _apply_task_bindings():
             getattr(sys.modules[module], register)()
 
 
+def split_vocabulary(split, vocabulary_path: Optional[str] = None):
+    """The vocabulary to score and decode a split with: the one named, ``$XPROMPT_VOCAB_PATH``, the one
+    the cache was written with, or T5's public one, in that order."""
+    from xprompt_jax.vocabulary import DEFAULT_VOCAB_PATH, load_vocabulary
+    return load_vocabulary(vocabulary_path or os.environ.get("XPROMPT_VOCAB_PATH")
+                           or split.meta.get("vocabulary", {}).get("path") or DEFAULT_VOCAB_PATH)
+
+
 def _eval_batches(split, batch_size: int, mesh=None):
     """(batch, valid) pairs over the whole split in order; the last batch padded (valid=False rows).
 
@@ -293,15 +301,12 @@ def train(model_dir: str = gin.REQUIRED,
         raise ConfigError(f"train.accumulation_steps={accumulation_steps} must divide train.batch_size={batch_size}")
     model_config = model_config if model_config is not None else default_model_config(checkpoint)
     prompt_spec = prompt_spec or PromptSpec()
-    vocabulary_path = vocabulary_path or os.environ.get("XPROMPT_VOCAB_PATH")
 
     # Data first: a bad task or cache fails before anything is loaded or compiled.
     train_data = open_split(task, train_split, train_cache, data_cache_dir, input_length, target_length)
     eval_data = (open_split(task, eval_split, eval_cache, data_cache_dir, input_length, target_length)
                  if (eval_split or eval_cache) else None)
-    from xprompt_jax.vocabulary import DEFAULT_VOCAB_PATH, load_vocabulary
-    vocabulary = load_vocabulary(vocabulary_path or train_data.meta.get("vocabulary", {}).get("path")
-                                 or DEFAULT_VOCAB_PATH)
+    vocabulary = split_vocabulary(train_data, vocabulary_path)
 
     # XPrompt's stages call train() repeatedly: they pass the frozen model once loaded (config, params),
     # and the rewound prompt and its fixed masks as the starting state.
@@ -478,9 +483,7 @@ def evaluate(prompt_source: str = gin.REQUIRED,
     require_string("PROMPT_SOURCE", prompt_source, "evaluate.prompt_source")
     values, source = export.load_prompt_source(prompt_source)
     data = open_split(task, split, cache, data_cache_dir, input_length, target_length)
-    from xprompt_jax.vocabulary import DEFAULT_VOCAB_PATH, load_vocabulary
-    vocabulary = load_vocabulary(vocabulary_path or os.environ.get("XPROMPT_VOCAB_PATH")
-                                 or data.meta.get("vocabulary", {}).get("path") or DEFAULT_VOCAB_PATH)
+    vocabulary = split_vocabulary(data, vocabulary_path)
     model_config = model_config if model_config is not None else default_model_config(checkpoint)
     config, frozen = load_frozen(checkpoint, model_config, seed=seed)
     from xprompt_jax.prompts.initializers import from_array
