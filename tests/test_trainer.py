@@ -128,3 +128,18 @@ def test_superglue_rte_from_the_official_files_end_to_end(data, tmp_path):
     meta = json.load(open(tmp_path / "cache" / "taskless_super_glue_rte_v102" / "validation-64-4" / "meta.json"))
     assert meta["num_examples"] == 277 and meta["label_names"] == ["entailment", "not_entailment"]
     assert result["step"] == 2
+
+
+def test_early_stopping_and_best_checkpoint(data, tmp_path):
+    """With a zero learning rate nothing improves: the run stops after `patience` stale evaluations and
+    keeps the first evaluation as the best."""
+    from xprompt_jax.optimizers import make_optimizer
+    result = _train(data, tmp_path / "run", train_steps=30, eval_period=2, early_stopping_patience=2,
+                    optimizer=make_optimizer("sgd", learning_rate=0.0))
+    assert result["step"] == 6
+    assert [h["step"] for h in result["history"]] == [2, 4, 6]
+    assert result["best"]["step"] == 2
+    assert "6" in os.listdir(tmp_path / "run" / "checkpoints")
+    again = _train(data, tmp_path / "run", train_steps=30, eval_period=2, early_stopping_patience=2,
+                   optimizer=make_optimizer("sgd", learning_rate=0.0))
+    assert again["step"] == 6 and again["history"] == []  # a stopped run stays stopped on restart

@@ -65,6 +65,11 @@ def test_full_pipeline_writes_every_stage_and_hits_each_ratio(caches, tmp_path):
         previous = masks
     assert json.load(open(run / "summary.json"))["rows"] == rows
     assert (run / "export" / "prompt.npy").exists() and (run / "export" / "masks.npz").exists()
+    best = json.load(open(run / "export" / "best.json"))
+    exported_masks = dict(np.load(run / "export" / "masks.npz"))
+    np.testing.assert_array_equal(exported_masks["piece_mask"],
+                                  np.load(run / "pruning" / f"ratio_{best['ratio']:.2f}" / "masks.npz")["piece_mask"])
+    assert set(np.load(run / "export" / "scores.npz").files) == {"token", "piece"}
 
 
 def test_rewinding_starts_from_the_stage1_prompt(caches, tmp_path):

@@ -37,6 +37,7 @@ from xprompt_jax.prompted import PromptedT5, PromptSpec, build_prompted_t5
 from xprompt_jax.run_checkpoints import BestCheckpoint, RunCheckpoints
 
 RUN_CONFIG = "run_config.json"
+STOPPED_EARLY = "stopped_early.json"
 # Where task caches go when DATA_CACHE_DIR is unset (keyed by task, split and lengths: delete to rebuild).
 DEFAULT_DATA_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "xprompt_jax", "data")
 # Fields of run_config.json that must match for a restart to continue the same run.
@@ -297,6 +298,10 @@ def train(model_dir: str = gin.REQUIRED,
         raise ConfigError(f"train.trainable must be 'prompt', 'model' or 'prompt+model', got {trainable!r}")
     started = time.time()
     require_string("MODEL_DIR", model_dir, "train.model_dir")
+    if "://" in model_dir:  # run_config, metrics, summaries and exports are plain files: a mounted bucket
+        raise ConfigError(f"MODEL_DIR {model_dir} is a URL; the run writes plain files there too: mount the bucket "
+                          "(gcsfuse BUCKET /tmp/gcs/BUCKET, as launch/tpu_pod.sh --model_dir=gs://... does) "
+                          "and pass the mounted path")
     if accumulation_steps < 1 or batch_size % accumulation_steps:
         raise ConfigError(f"train.accumulation_steps={accumulation_steps} must divide train.batch_size={batch_size}")
     model_config = model_config if model_config is not None else default_model_config(checkpoint)
@@ -343,10 +348,14 @@ def train(model_dir: str = gin.REQUIRED,
 
     checkpoints = RunCheckpoints(model_dir, keep_checkpoints)
     best = BestCheckpoint(model_dir, eval_metric)
-    start_step = 0
+    start_step, stopped_early = 0, False
     if checkpoints.latest_step() is not None:
         state, position = checkpoints.restore(state, shardings.state)
         start_step = int(position["step"])
+        marker = os.path.join(model_dir, STOPPED_EARLY)
+        if os.path.exists(marker):
+            with open(marker) as f:
+                stopped_early = json.load(f)["step"] == start_step
         log(f"[train] resumed from {checkpoints.directory}/{start_step}")
     else:
         state = jax.device_put(state, shardings.state)
@@ -382,7 +391,7 @@ def train(model_dir: str = gin.REQUIRED,
     best_so_far = best.best()
     best_value = best_so_far[1][eval_metric] if best_so_far else -np.inf
     step = start_step
-    while step < train_steps:
+    while step < train_steps and not stopped_early:
         local = next(batches)
         state, metrics = step_fn(state, frozen, partitioning.global_batch(
             {k: local[k] for k in training.BATCH_KEYS}, mesh))
@@ -411,7 +420,11 @@ def train(model_dir: str = gin.REQUIRED,
                 stale += 1
                 if early_stopping_patience and stale >= early_stopping_patience:
                     log(f"[train] early stop at step {step}: no {eval_metric} gain in {stale} evaluations")
-                    checkpoints.save(step, state, {"step": step, "seed": seed, "batch_size": batch_size})
+                    if checkpoints.latest_step() != step:
+                        checkpoints.save(step, state, {"step": step, "seed": seed, "batch_size": batch_size})
+                    if _is_main():  # a restart sees this and does not train on
+                        with open(os.path.join(model_dir, STOPPED_EARLY), "w") as f:
+                            json.dump({"step": step}, f)
                     break
     checkpoints.wait()
     best.wait()

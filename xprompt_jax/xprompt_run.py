@@ -215,6 +215,10 @@ def _export_best(model_dir, rows, plan, p_star, model, metric):
         export.save_npy(os.path.join(model_dir, export.EXPORT_DIR, export.PROMPT_FILE), values)
         masks = dict(plan)[best_ratio]
         _save_npz(os.path.join(model_dir, export.EXPORT_DIR, "masks.npz"), **masks)
+        scores = os.path.join(model_dir, "pruning", _ratio_name(best_ratio), "scores.npz")
+        if os.path.exists(scores):
+            with np.load(scores) as saved:
+                _save_npz(os.path.join(model_dir, export.EXPORT_DIR, "scores.npz"), **dict(saved))
         _save_json(os.path.join(model_dir, export.EXPORT_DIR, "best.json"), {"ratio": best_ratio, metric: max(scored)[0]})
 
 
