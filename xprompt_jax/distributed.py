@@ -253,3 +253,23 @@ def to_host(x):
         from jax.experimental import multihost_utils
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m xprompt_jax.distributed [flags]``: print what this process would initialise with."""
+    import sys
+    parser = argparse.ArgumentParser(prog="python -m xprompt_jax.distributed", description=main.__doc__)
+    add_flags(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = resolve(args.coordinator_address, args.num_processes, args.process_id, args.local_device_ids,
+                           args.distributed)
+    except DistributedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("one process: nothing to initialise" if settings is None else settings.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
