@@ -68,11 +68,12 @@ def _one_process(model_dir, data, steps):
     return out.stdout
 
 
-def _two_processes(model_dir, data, steps):
+def _two_processes(model_dir, data, steps, command=None):
     """Both processes of one run, each with 4 CPU devices; returns their stdouts."""
     address = f"127.0.0.1:{_free_port()}"
-    procs = [subprocess.Popen(_command(model_dir, data, steps) + [f"--coordinator_address={address}",
-                                                                  "--num_processes=2", f"--process_id={i}"],
+    command = command or _command(model_dir, data, steps)
+    procs = [subprocess.Popen(command + [f"--coordinator_address={address}", "--num_processes=2",
+                                         f"--process_id={i}"],
                               env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     outs = []
@@ -138,6 +139,20 @@ def test_two_processes_train_and_resume_like_one_process_with_eight_devices(data
     assert _metrics(two) == _metrics(one)
     np.testing.assert_allclose(np.load(two / "export" / "prompt.npy"), np.load(one / "export" / "prompt.npy"),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_write_a_missing_task_cache_once(tmp_path):
+    """TASK without a cache: process 0 writes it (seqio), the other waits and reads the same folder."""
+    cache_dir = tmp_path / "data"
+    command = [sys.executable, "-m", "xprompt_jax.main", "train", "--gin_file=models/t5_1_1.gin",
+               "--gin_file=sizes/demo.gin", "--gin_file=runs/demo_prompt_tune.gin",
+               f"--gin.MODEL_DIR='{tmp_path / 'run'}'", f"--gin.DATA_CACHE_DIR='{cache_dir}'",
+               "--gin.TRAIN_STEPS=1", "--gin.EVAL_PERIOD=1"]
+    stdout0, stdout1 = _two_processes(None, None, None, command)
+    assert stdout0.count("[data] writing the cache of demo_max_no_keyword") == 2   # train and validation
+    assert "[data] writing" not in stdout1
+    assert sorted(os.listdir(cache_dir / "demo_max_no_keyword")) == ["train-12-4", "validation-12-4"]
+    assert "[eval] step 1: accuracy" in stdout0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -104,12 +104,31 @@ def open_split(task: Optional[str], split: str, cache: Optional[str], data_cache
                               "(train.train_cache / train.eval_cache)")
         data_cache_dir = data_cache_dir or os.environ.get("XPROMPT_DATA_CACHE") or DEFAULT_DATA_CACHE
         cache = os.path.join(data_cache_dir, task, f"{split}-{input_length}-{target_length}")
-        if not os.path.exists(os.path.join(cache, "meta.json")):
-            log(f"[data] writing the cache of {task}:{split} to {cache} (seqio)")
-            _apply_task_bindings()
-            from xprompt_jax.data.write_cache import write_cache
-            write_cache(task, split, cache, {"inputs": input_length, "targets": target_length})
+        if jax.process_count() == 1:
+            _write_cache_if_missing(task, split, cache, input_length, target_length)
+        else:
+            # Several processes: process 0 writes first, the others wait; on a shared filesystem they then
+            # find it, on their own disks (TPU VM workers) each writes its own. Every process gets here.
+            if _is_main():
+                _write_cache_if_missing(task, split, cache, input_length, target_length)
+            from xprompt_jax.distributed import sync
+            sync(f"xprompt_jax data cache {task}:{split}")
+            _write_cache_if_missing(task, split, cache, input_length, target_length)
     return CachedSplit.open(cache)
+
+
+def _write_cache_if_missing(task: str, split: str, cache: str, input_length: int, target_length: int):
+    if os.path.exists(os.path.join(cache, "meta.json")):
+        return
+    print(f"[data] writing the cache of {task}:{split} to {cache} (seqio)", flush=True)
+    _apply_task_bindings()
+    from xprompt_jax.data.write_cache import write_cache
+    try:
+        write_cache(task, split, cache, {"inputs": input_length, "targets": target_length})
+    except (OSError, ValueError):
+        if not os.path.exists(os.path.join(cache, "meta.json")):
+            raise
+        # Another process on this filesystem finished the same cache first: read theirs.
 
 
 def _apply_task_bindings():
