@@ -143,3 +143,21 @@ def test_early_stopping_and_best_checkpoint(data, tmp_path):
     again = _train(data, tmp_path / "run", train_steps=30, eval_period=2, early_stopping_patience=2,
                    optimizer=make_optimizer("sgd", learning_rate=0.0))
     assert again["step"] == 6 and again["history"] == []  # a stopped run stays stopped on restart
+
+
+def test_a_training_run_imports_no_tensorflow(data, tmp_path):
+    """Training hosts may lack TensorFlow: a run from existing caches must never import it (nor seqio)."""
+    code = (
+        "import sys\n"
+        "from xprompt_jax import trainer\n"
+        "from xprompt_jax.models.config import t5_config\n"
+        "from xprompt_jax.prompted import PromptSpec\n"
+        f"trainer.train(model_dir={str(tmp_path / 'run')!r}, checkpoint={data['checkpoint']!r},\n"
+        f"    train_cache={data['train']!r}, eval_cache={data['eval']!r}, batch_size=8, train_steps=2,\n"
+        "    eval_period=2, checkpoint_period=2, model_config=t5_config('t5_1_1_prompt_tuning_test'),\n"
+        "    prompt_spec=PromptSpec(length=2, pieces=2))\n"
+        "bad = [m for m in ('tensorflow', 'seqio', 'tensorflow_datasets') if m in sys.modules]\n"
+        "assert not bad, bad\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
