@@ -22,7 +22,7 @@ from typing import Dict, List
 import gin
 import jax
 
-from xprompt_jax import trainer, xprompt_run
+from xprompt_jax import export, trainer, xprompt_run
 from xprompt_jax.gin_flags import parse_gin
 
 MODEL_FILES = ["models/t5_1_1.gin", "sizes/demo.gin"]
@@ -113,7 +113,7 @@ def run_demo(work_dir: str = "xprompt_demo", quick: bool = False) -> dict:
                       for d in os.listdir(os.path.join(model_dir, "pruning")))
     minutes = (time.time() - started) / 60
     results = {"rows": rows, "heatmaps": heatmaps, "minutes": minutes, "quick": quick}
-    xprompt_run._save_json(os.path.join(work_dir, "demo_results" + ("_quick" if quick else "") + ".json"), results)
+    export.save_json(os.path.join(work_dir, "demo_results" + ("_quick" if quick else "") + ".json"), results)
     trainer.log("\n" + format_demo_table(rows))
     trainer.log(f"\n[demo] heatmaps: {os.path.dirname(os.path.dirname(heatmaps[0]))}/ratio_*/heatmap.png")
     trainer.log(f"[demo] done in {minutes:.1f} min; everything is under {work_dir}")

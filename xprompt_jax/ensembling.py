@@ -16,8 +16,6 @@ prompts must all have the same length and width (checked before the model or dat
 from __future__ import annotations
 
 import collections
-import json
-import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gin
@@ -198,7 +196,5 @@ def ensemble(prompt_sources: Sequence[str] = gin.REQUIRED,
         trainer.log(f"[ensemble]   {source}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
     trainer.log("[ensemble] majority vote: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ensemble"].items()))
     if output_file and trainer._is_main():
-        os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
-        with open(output_file, "w") as f:
-            json.dump(result, f, indent=2)
+        export.save_json(output_file, result)
     return result

@@ -47,6 +47,26 @@ def save_npy(path: str, prompt) -> str:
     return path
 
 
+def save_json(path: str, value) -> str:
+    """JSON written atomically (a temporary file renamed into place), keys sorted, so a run killed
+    mid-write leaves the previous file, never half of one."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def save_npz(path: str, **arrays) -> str:
+    """``numpy.savez`` written atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
 def save_peft_adapter(directory: str, prompt, base_model_name_or_path: Optional[str] = None,
                       config=None) -> str:
     """A PEFT ``PROMPT_TUNING`` adapter for a ``SEQ_2_SEQ_LM`` T5 (loadable with ``PeftModel.from_pretrained``)."""

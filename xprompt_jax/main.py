@@ -148,7 +148,6 @@ def _without_gin_context(err: Exception) -> str:
 
 def _run_gin_entry(command: str) -> int:
     """Run ``train``/``evaluate`` as gin configured them; bad settings exit 2 with one clear line."""
-    import gin
 
     from xprompt_jax import trainer
     from xprompt_jax.errors import CheckpointError, ConfigError

@@ -229,11 +229,7 @@ def check_run_config(model_dir: str, run_config: Dict[str, Any]):
                 raise ConfigError(f"MODEL_DIR {model_dir} holds a run with a different config ({detail or section}); "
                                   "use a new MODEL_DIR, or restore the original settings to resume it")
     elif _is_main():
-        os.makedirs(model_dir, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(run_config, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+        export.save_json(path, run_config)
 
 
 class Summaries:

@@ -49,21 +49,6 @@ def _load_json(path: str) -> Optional[dict]:
     return None
 
 
-def _save_json(path: str, value: Any):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def _save_npz(path: str, **arrays):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def _train_stage(directory: str, **kwargs) -> dict:
     """One ``train()`` run, skipped when its ``result.json`` says it finished."""
     done = _load_json(os.path.join(directory, RESULT_FILE))
@@ -73,7 +58,7 @@ def _train_stage(directory: str, **kwargs) -> dict:
     result = trainer.train(model_dir=directory, **kwargs)
     summary = {k: v for k, v in result.items() if k != "prompt"}
     if trainer._is_main():
-        _save_json(os.path.join(directory, RESULT_FILE), summary)
+        export.save_json(os.path.join(directory, RESULT_FILE), summary)
     return summary
 
 
@@ -168,7 +153,7 @@ def xprompt(model_dir: str = gin.REQUIRED,
 
     summary = {"metric": metric, "variant": variant, "level": level, "reverse": reverse, "rows": rows}
     if trainer._is_main():
-        _save_json(os.path.join(model_dir, "summary.json"), summary)
+        export.save_json(os.path.join(model_dir, "summary.json"), summary)
         _export_best(model_dir, rows, plan, p_star, model, metric)
         trainer.log(format_table(rows, metric))
     return summary
@@ -193,12 +178,12 @@ def _plan_masks(model_dir, ratios, score_fn, stage1_masks, level, reverse, recom
     for step in steps:
         folder = os.path.join(model_dir, "pruning", _ratio_name(step.ratio))
         if trainer._is_main():
-            _save_npz(os.path.join(folder, "scores.npz"), **step.scores)
+            export.save_npz(os.path.join(folder, "scores.npz"), **step.scores)
             if draw:
                 heatmaps.save_heatmap(os.path.join(folder, "heatmap.png"), step.scores["piece"],
                                       step.masks[mask_lib.TOKEN_MASK], step.masks[mask_lib.PIECE_MASK],
                                       title=f"importance at ratio {step.ratio:.0%} (grey: pruned)")
-            _save_npz(os.path.join(folder, "masks.npz"), **step.masks)
+            export.save_npz(os.path.join(folder, "masks.npz"), **step.masks)
         plan.append((step.ratio, dict(step.masks)))
     return plan
 
@@ -214,12 +199,12 @@ def _export_best(model_dir, rows, plan, p_star, model, metric):
         values = np.load(source)
         export.save_npy(os.path.join(model_dir, export.EXPORT_DIR, export.PROMPT_FILE), values)
         masks = dict(plan)[best_ratio]
-        _save_npz(os.path.join(model_dir, export.EXPORT_DIR, "masks.npz"), **masks)
+        export.save_npz(os.path.join(model_dir, export.EXPORT_DIR, "masks.npz"), **masks)
         scores = os.path.join(model_dir, "pruning", _ratio_name(best_ratio), "scores.npz")
         if os.path.exists(scores):
             with np.load(scores) as saved:
-                _save_npz(os.path.join(model_dir, export.EXPORT_DIR, "scores.npz"), **dict(saved))
-        _save_json(os.path.join(model_dir, export.EXPORT_DIR, "best.json"), {"ratio": best_ratio, metric: max(scored)[0]})
+                export.save_npz(os.path.join(model_dir, export.EXPORT_DIR, "scores.npz"), **dict(saved))
+        export.save_json(os.path.join(model_dir, export.EXPORT_DIR, "best.json"), {"ratio": best_ratio, metric: max(scored)[0]})
 
 
 def format_table(rows: Sequence[dict], metric: str) -> str:
