@@ -1,4 +1,6 @@
-"""Small cached splits written with the real cache writer, for trainer tests (no seqio needed)."""
+"""Small cached splits written with the real cache writer, and the CLI run that trains on them (no seqio)."""
+import sys
+
 import numpy as np
 
 from xprompt_jax.data.cache import write_cached_split
@@ -24,3 +26,16 @@ def write_label_task(path, vocab_path, n=48, seed=0, inputs_length=12, task="tes
             "sequence_length": {"inputs": inputs_length, "targets": int(targets.shape[1])},
             "vocabulary": {"path": str(vocab_path), "extra_ids": 100}}
     return write_cached_split(str(path), meta=meta, features=features, examples=examples)
+
+
+def train_command(model_dir, data, steps, checkpoint_period, eval_period):
+    """``xprompt-jax train`` on the T5X fixture and ``data``'s caches (keys checkpoint, train, eval):
+    a 4-token prompt, batch 8, as tests launch it in a subprocess."""
+    return [sys.executable, "-m", "xprompt_jax.main", "train",
+            "--gin_file=sizes/prompt_tuning_test.gin", "--gin_file=prompts/sampled_vocabulary.gin",
+            "--gin_file=runs/prompt_tune.gin",
+            f"--gin.MODEL_DIR='{model_dir}'", f"--gin.CHECKPOINT='{data['checkpoint']}'",
+            f"--gin.xprompt_jax.train.train_cache='{data['train']}'",
+            f"--gin.xprompt_jax.train.eval_cache='{data['eval']}'",
+            "--gin.BATCH_SIZE=8", f"--gin.TRAIN_STEPS={steps}", f"--gin.CHECKPOINT_PERIOD={checkpoint_period}",
+            f"--gin.EVAL_PERIOD={eval_period}", "--gin.PROMPT_LENGTH=4", "--gin.xprompt_jax.PromptSpec.pieces=2"]

@@ -18,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from cache_helpers import write_label_task
+from cache_helpers import train_command, write_label_task
 from conftest import REPO, shared_path
 from xprompt_jax import distributed
 from xprompt_jax.distributed import DistributedError, Settings, first_slurm_host, resolve
@@ -42,14 +42,7 @@ def _free_port() -> int:
 
 
 def _command(model_dir, data, steps):
-    return [sys.executable, "-m", "xprompt_jax.main", "train",
-            "--gin_file=sizes/prompt_tuning_test.gin", "--gin_file=prompts/sampled_vocabulary.gin",
-            "--gin_file=runs/prompt_tune.gin",
-            f"--gin.MODEL_DIR='{model_dir}'", f"--gin.CHECKPOINT='{data['checkpoint']}'",
-            f"--gin.xprompt_jax.train.train_cache='{data['train']}'",
-            f"--gin.xprompt_jax.train.eval_cache='{data['eval']}'",
-            "--gin.BATCH_SIZE=8", f"--gin.TRAIN_STEPS={steps}", "--gin.CHECKPOINT_PERIOD=3",
-            "--gin.EVAL_PERIOD=3", "--gin.PROMPT_LENGTH=4", "--gin.xprompt_jax.PromptSpec.pieces=2"]
+    return train_command(model_dir, data, steps, checkpoint_period=3, eval_period=3)
 
 
 def _env(devices: int) -> dict:

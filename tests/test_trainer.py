@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from cache_helpers import write_label_task
+from cache_helpers import train_command, write_label_task
 from conftest import REPO, shared_path
 from xprompt_jax import trainer
 from xprompt_jax.errors import ConfigError
@@ -65,14 +65,7 @@ def test_wrong_width_or_vocabulary_checkpoint_is_refused(data, tmp_path):
 
 
 def _cli(model_dir, data, steps, period):
-    return [sys.executable, "-m", "xprompt_jax.main", "train",
-            "--gin_file=sizes/prompt_tuning_test.gin", "--gin_file=prompts/sampled_vocabulary.gin",
-            "--gin_file=runs/prompt_tune.gin",
-            f"--gin.MODEL_DIR='{model_dir}'", f"--gin.CHECKPOINT='{data['checkpoint']}'",
-            f"--gin.xprompt_jax.train.train_cache='{data['train']}'",
-            f"--gin.xprompt_jax.train.eval_cache='{data['eval']}'",
-            "--gin.BATCH_SIZE=8", f"--gin.TRAIN_STEPS={steps}", f"--gin.CHECKPOINT_PERIOD={period}",
-            f"--gin.EVAL_PERIOD={steps}", "--gin.PROMPT_LENGTH=4", "--gin.xprompt_jax.PromptSpec.pieces=2"]
+    return train_command(model_dir, data, steps, checkpoint_period=period, eval_period=steps)
 
 
 def test_killed_run_resumes_to_the_uninterrupted_prompt(data, tmp_path):
