@@ -385,7 +385,8 @@ def train(model_dir: str = gin.REQUIRED,
             trainable_note = ""
     else:
         trainable_note = ""
-    what = (f"{prompt_spec.kind} prompt {prompt_spec.length}x{config.emb_dim} ({prompt_spec.init})"
+    kind = "" if prompt_spec.kind == "prompt" else f"{prompt_spec.kind} "
+    what = (f"{kind}prompt {prompt_spec.length}x{config.emb_dim} ({prompt_spec.init})"
             if model.prompt_module is not None
             else "no prompt")
     log(f"[train] model: {config.emb_dim}-wide, {config.num_encoder_layers}+{config.num_decoder_layers} layers; "

@@ -53,7 +53,23 @@ def _label_names(task_name: str) -> Optional[List[str]]:
     return None
 
 
+def _data_side_tensorflow():
+    """TensorFlow as the data side wants it: quieter (its start-up lines about oneDNN and CUDA are noise
+    here; variables the user set win; TensorFlow 2.21 still prints its 'Could not find cuda drivers'
+    line, which no setting reaches) and off the GPUs, which belong to JAX: a tf.data pipeline needs none,
+    and TensorFlow would otherwise reserve their memory when it starts."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # tokenisation only: no numerics to tune
+    import tensorflow as tf
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow already initialised its devices (imported and used before us)
+        pass
+    return tf
+
+
 def _registered_task(task_name: str):
+    _data_side_tensorflow()
     import seqio
 
     _import_task_modules()
@@ -110,8 +126,8 @@ def write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mappi
       num_examples: cache only the first n examples (None: all).
       overwrite: replace an existing cache at ``out_dir``.
     """
+    tf = _data_side_tensorflow()
     import seqio
-    import tensorflow as tf
 
     lengths = {"inputs": int(sequence_length["inputs"]), "targets": int(sequence_length["targets"])}
     task = _registered_task(task_name)
