@@ -29,7 +29,7 @@ from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.decoding import greedy_decode_encoded
 from xprompt_jax.models.t5 import T5
 from xprompt_jax.prompted import PromptedT5
-from xprompt_jax.trainer import Evaluator, _eval_batches
+from xprompt_jax.trainer import Evaluator, eval_batches_with_validity
 
 PROMPTS = "prompts"
 
@@ -127,13 +127,13 @@ class EnsembleEvaluator(Evaluator):
         if self.mode == "rank":
             fn = jax.jit(lambda t, f, x, labels: ensemble_rank_predictions(model, t, f, x, labels))
             labels = jnp.asarray(self.label_ids)
-            for batch, valid in _eval_batches(self.split, self.batch_size):
+            for batch, valid in eval_batches_with_validity(self.split, self.batch_size):
                 best = np.asarray(fn(trainable, frozen, batch["encoder_input_tokens"], labels))[valid]
                 out.extend([[self.info.label_names[i] for i in row] for row in best])
         else:
             length = self.max_decode_length
             fn = jax.jit(lambda t, f, x: ensemble_greedy_tokens(model, t, f, x, length))
-            for batch, valid in _eval_batches(self.split, self.batch_size):
+            for batch, valid in eval_batches_with_validity(self.split, self.batch_size):
                 tokens = np.asarray(fn(trainable, frozen, batch["encoder_input_tokens"]))[valid]
                 out.extend([[self.vocabulary.decode(t) for t in row] for row in tokens])
         return out
@@ -195,6 +195,6 @@ def ensemble(prompt_sources: Sequence[str] = gin.REQUIRED,
     for source, metrics in zip(sources, result["prompts"]):
         trainer.log(f"[ensemble]   {source}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
     trainer.log("[ensemble] majority vote: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ensemble"].items()))
-    if output_file and trainer._is_main():
+    if output_file and trainer.is_main_process():
         export.save_json(output_file, result)
     return result

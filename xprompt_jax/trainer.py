@@ -44,12 +44,12 @@ DEFAULT_DATA_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "xprompt_ja
 STRUCTURAL = ("model", "prompt", "trainable")
 
 
-def _is_main() -> bool:
+def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
 def log(message: str):
-    if _is_main():
+    if is_main_process():
         print(message, flush=True)
 
 
@@ -109,7 +109,7 @@ def open_split(task: Optional[str], split: str, cache: Optional[str], data_cache
         else:
             # Several processes: process 0 writes first, the others wait; on a shared filesystem they then
             # find it, on their own disks (TPU VM workers) each writes its own. Every process gets here.
-            if _is_main():
+            if is_main_process():
                 _write_cache_if_missing(task, split, cache, input_length, target_length)
             from xprompt_jax.distributed import sync
             sync(f"xprompt_jax data cache {task}:{split}")
@@ -148,7 +148,7 @@ def split_vocabulary(split, vocabulary_path: Optional[str] = None):
                            or split.meta.get("vocabulary", {}).get("path") or DEFAULT_VOCAB_PATH)
 
 
-def _eval_batches(split, batch_size: int, mesh=None):
+def eval_batches_with_validity(split, batch_size: int, mesh=None):
     """(batch, valid) pairs over the whole split in order; the last batch padded (valid=False rows).
 
     With ``mesh`` (and a batch that the data axis and the processes divide), each batch is one global
@@ -199,7 +199,7 @@ class Evaluator:
 
     def predictions_text(self, trainable, frozen, masks) -> list:
         trainable, masks = self.model.for_evaluation(trainable, masks)  # EPT & co.: score the materialised prompt
-        batches = _eval_batches(self.split, self.batch_size, self.mesh)
+        batches = eval_batches_with_validity(self.split, self.batch_size, self.mesh)
         if self.mode == "rank":
             best = evaluation.predict_labels(self.model, trainable, frozen, masks, batches, self.label_ids)
             return [self.info.label_names[i] for i in best]
@@ -228,7 +228,7 @@ def check_run_config(model_dir: str, run_config: Dict[str, Any]):
                 detail = ", ".join(f"{section}.{k}: {(old or {}).get(k)!r} -> {(new or {}).get(k)!r}" for k in diffs)
                 raise ConfigError(f"MODEL_DIR {model_dir} holds a run with a different config ({detail or section}); "
                                   "use a new MODEL_DIR, or restore the original settings to resume it")
-    elif _is_main():
+    elif is_main_process():
         export.save_json(path, run_config)
 
 
@@ -237,7 +237,7 @@ class Summaries:
 
     def __init__(self, model_dir: str, enabled: bool = True):
         self.writers = {}
-        if enabled and _is_main():
+        if enabled and is_main_process():
             from tensorboardX import SummaryWriter
             self.writers = {name: SummaryWriter(os.path.join(model_dir, name)) for name in ("train", "eval")}
 
@@ -438,7 +438,7 @@ def train(model_dir: str = gin.REQUIRED,
                     log(f"[train] early stop at step {step}: no {eval_metric} gain in {stale} evaluations")
                     if checkpoints.latest_step() != step:
                         checkpoints.save(step, state, {"step": step, "seed": seed, "batch_size": batch_size})
-                    if _is_main():  # a restart sees this and does not train on
+                    if is_main_process():  # a restart sees this and does not train on
                         with open(os.path.join(model_dir, STOPPED_EARLY), "w") as f:
                             json.dump({"step": step}, f)
                     break
@@ -460,7 +460,7 @@ def train(model_dir: str = gin.REQUIRED,
     if model.prompt_module is not None:
         prompt_values = np.asarray(model.prompt(final_trainable, final_masks))
         result["prompt"] = prompt_values
-        if _is_main():
+        if is_main_process():
             export.save_npy(os.path.join(export_dir, export.PROMPT_FILE), prompt_values)
             if export_peft:
                 export.save_peft_adapter(os.path.join(export_dir, "peft_adapter"), prompt_values, checkpoint, config)
@@ -488,7 +488,7 @@ def _check_vocabulary(config: T5Config, vocabulary, checkpoint):
 
 
 def _append_jsonl(path: str, record: dict):
-    if _is_main():
+    if is_main_process():
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
 

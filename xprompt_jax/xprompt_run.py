@@ -57,7 +57,7 @@ def _train_stage(directory: str, **kwargs) -> dict:
         return done
     result = trainer.train(model_dir=directory, **kwargs)
     summary = {k: v for k, v in result.items() if k != "prompt"}
-    if trainer._is_main():
+    if trainer.is_main_process():
         export.save_json(os.path.join(directory, RESULT_FILE), summary)
     return summary
 
@@ -125,7 +125,7 @@ def xprompt(model_dir: str = gin.REQUIRED,
     batch_size = importance_batch_size or settings["batch_size"]
 
     def score_fn(masks):
-        return pruning.importance_scores(model, p_star, frozen, masks, trainer._eval_batches(train_data, batch_size),
+        return pruning.importance_scores(model, p_star, frozen, masks, trainer.eval_batches_with_validity(train_data, batch_size),
                                          max_examples=importance_examples)
 
     if variant == "random":
@@ -152,7 +152,7 @@ def xprompt(model_dir: str = gin.REQUIRED,
         trainer.log(f"[xprompt] ratio {ratio:.2f}: {surviving} parameters, best {metric} {rows[-1][metric]}")
 
     summary = {"metric": metric, "variant": variant, "level": level, "reverse": reverse, "rows": rows}
-    if trainer._is_main():
+    if trainer.is_main_process():
         export.save_json(os.path.join(model_dir, "summary.json"), summary)
         _export_best(model_dir, rows, plan, p_star, model, metric)
         trainer.log(format_table(rows, metric))
@@ -177,7 +177,7 @@ def _plan_masks(model_dir, ratios, score_fn, stage1_masks, level, reverse, recom
                                    token_share=token_share)
     for step in steps:
         folder = os.path.join(model_dir, "pruning", _ratio_name(step.ratio))
-        if trainer._is_main():
+        if trainer.is_main_process():
             export.save_npz(os.path.join(folder, "scores.npz"), **step.scores)
             if draw:
                 heatmaps.save_heatmap(os.path.join(folder, "heatmap.png"), step.scores["piece"],
