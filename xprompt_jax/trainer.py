@@ -376,15 +376,12 @@ def train(model_dir: str = gin.REQUIRED,
         state = jax.device_put(state, shardings.state)
 
     n_trainable = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.trainable))
+    trainable_note = ""
     if state.masks:
         from xprompt_jax.prompts.masks import surviving_parameters
         unmasked = surviving_parameters(state.masks["token_mask"], state.masks["piece_mask"], config.emb_dim)
         if unmasked < prompt_spec.length * config.emb_dim:
             trainable_note = f" ({unmasked:,} unmasked)"
-        else:
-            trainable_note = ""
-    else:
-        trainable_note = ""
     kind = "" if prompt_spec.kind == "prompt" else f"{prompt_spec.kind} "
     what = (f"{kind}prompt {prompt_spec.length}x{config.emb_dim} ({prompt_spec.init})"
             if model.prompt_module is not None
@@ -403,6 +400,9 @@ def train(model_dir: str = gin.REQUIRED,
     batches = train_data.batches(batch_size, shuffle=True, seed=seed, start_step=start_step,
                                  process_index=jax.process_index(), process_count=jax.process_count())
 
+    def data_position(at_step):  # what a restart needs to see the same batches from here on
+        return {"step": at_step, "seed": seed, "batch_size": batch_size}
+
     history, train_losses, stale, last_eval = [], [], 0, None
     best_so_far = best.best()
     best_value = best_so_far[1][eval_metric] if best_so_far else -np.inf
@@ -418,7 +418,7 @@ def train(model_dir: str = gin.REQUIRED,
             summaries.scalars("train", step, values)
             progress.update(step, {k: values[k] for k in ("loss", "learning_rate") if k in values})
         if step % checkpoint_period == 0 or step == train_steps:
-            checkpoints.save(step, state, {"step": step, "seed": seed, "batch_size": batch_size})
+            checkpoints.save(step, state, data_position(step))
         if evaluator is not None and (step % eval_period == 0 or step == train_steps):
             last_eval = evaluator(state.trainable, frozen, state.masks)
             record = {"step": step, **last_eval}
@@ -437,10 +437,9 @@ def train(model_dir: str = gin.REQUIRED,
                 if early_stopping_patience and stale >= early_stopping_patience:
                     log(f"[train] early stop at step {step}: no {eval_metric} gain in {stale} evaluations")
                     if checkpoints.latest_step() != step:
-                        checkpoints.save(step, state, {"step": step, "seed": seed, "batch_size": batch_size})
+                        checkpoints.save(step, state, data_position(step))
                     if is_main_process():  # a restart sees this and does not train on
-                        with open(os.path.join(model_dir, STOPPED_EARLY), "w") as f:
-                            json.dump({"step": step}, f)
+                        export.save_json(os.path.join(model_dir, STOPPED_EARLY), {"step": step})
                     break
     checkpoints.wait()
     best.wait()
