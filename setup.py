@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["xprompt_jax", "xprompt_jax.*", "tasks", "tasks.*"]),
-    package_data={"": ["*.gin"], "tasks": ["demo_vocab.model"]},
+    package_data={"xprompt_jax": ["gin/*/*.gin"], "tasks": ["demo_vocab.model"]},
     install_requires=[
         "jax>=0.4.35",
         "flax>=0.10",

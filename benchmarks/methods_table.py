@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
 from typing import Dict, List, Optional
+
+logger = logging.getLogger("xprompt_jax.benchmarks")  # a script: under the package logger, which prints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -82,14 +85,14 @@ def training_setup() -> Dict[str, object]:
     """Optimiser, learning rate and batch size the configured run trains with."""
     import gin
 
-    from xprompt_jax import trainer
+    from xprompt_jax.run import loop as trainer
     return {"optimizer": gin.get_bindings("xprompt_jax.make_optimizer").get("name", "adafactor"),
             "lr": gin.get_bindings("xprompt_jax.learning_rate_schedule").get("learning_rate"),
             "batch": trainer.train_settings()["batch_size"]}
 
 
 def run_method(key: str, work_dir: str, checkpoint: str, steps: int, seed: int) -> dict:
-    from xprompt_jax import trainer
+    from xprompt_jax.run import loop as trainer
     label, files, extra = METHODS[key]
     model_dir = os.path.join(work_dir, "methods", key, f"seed{seed}")
     configure(files, {**demo_bindings(work_dir, checkpoint, steps, model_dir, seed), **extra})
@@ -102,7 +105,7 @@ def run_method(key: str, work_dir: str, checkpoint: str, steps: int, seed: int) 
 
 
 def run_xprompt(work_dir: str, checkpoint: str, steps: int, seed: int) -> dict:
-    from xprompt_jax import xprompt_run
+    from xprompt_jax.xprompt import run as xprompt_run
     model_dir = os.path.join(work_dir, "methods", "xprompt", f"seed{seed}")
     configure(["runs/demo_xprompt.gin"], demo_bindings(work_dir, checkpoint, steps, model_dir, seed))
     setup = training_setup()
@@ -160,16 +163,16 @@ def main(argv=None) -> int:
         if unknown:
             parser.error(f"unknown methods {unknown}; choose from {list(METHODS) + ['xprompt']}")
 
-    from xprompt_jax import demo, trainer
+    from xprompt_jax import demo
     started = time.time()
     checkpoint = args.checkpoint or demo.pretrain(work_dir, quick=False)
     rows = []
     for seed in range(args.seeds):
         for key in keys:
-            trainer.log(f"[methods] {key}, seed {seed}")
+            logger.info(f"[methods] {key}, seed {seed}")
             row = (run_xprompt(work_dir, checkpoint, args.steps, seed) if key == "xprompt"
                    else run_method(key, work_dir, checkpoint, args.steps, seed))
-            trainer.log(f"[methods] {row['method']}: {row['parameters']:,} parameters, accuracy {row['accuracy']:.1f}")
+            logger.info(f"[methods] {row['method']}: {row['parameters']:,} parameters, accuracy {row['accuracy']:.1f}")
             rows.append(row)
     table = format_table(rows)
     minutes = (time.time() - started) / 60

@@ -51,7 +51,7 @@ def main():
     parser.add_argument("--model_parallel", type=int, default=1)
     args = parser.parse_args()
 
-    from xprompt_jax import partitioning, training
+    from xprompt_jax import partitioning, train_step
     from xprompt_jax.models.config import t5_config
     from xprompt_jax.models.t5 import init_params, logical_axes
     from xprompt_jax.optimizers import make_optimizer
@@ -66,10 +66,10 @@ def main():
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
     model = build_prompted_t5(config, PromptSpec(length=args.prompt, init="uniform", pieces=1), frozen)
     opt = make_optimizer("adafactor", learning_rate=0.3)
-    state = training.create_state(model, opt, jax.random.PRNGKey(0))
-    shardings = training.make_shardings(model, opt, jax.eval_shape(lambda: state), mesh, logical_axes(config))
+    state = train_step.create_state(model, opt, jax.random.PRNGKey(0))
+    shardings = train_step.make_shardings(model, opt, jax.eval_shape(lambda: state), mesh, logical_axes(config))
     state = jax.device_put(state, shardings.state)
-    step = training.jit_train_step(training.make_train_step(model, opt), shardings)
+    step = train_step.jit_train_step(train_step.make_train_step(model, opt), shardings)
 
     rng = np.random.RandomState(0)
     targets = rng.randint(3, 32000, (args.batch, args.targets)).astype(np.int32)

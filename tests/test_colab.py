@@ -8,7 +8,6 @@ import json
 import re
 
 import pytest
-
 from conftest import REPO
 
 nbformat = pytest.importorskip("nbformat")

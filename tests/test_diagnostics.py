@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from xprompt_jax import diagnostics, partitioning, training
+from xprompt_jax import diagnostics, partitioning, train_step
 from xprompt_jax.models.t5 import logical_axes
 from xprompt_jax.optimizers import make_optimizer
 from xprompt_jax.prompted import PromptSpec, build_prompted_t5
@@ -53,7 +53,8 @@ def test_pruned_rows_are_left_out_and_edge_cases():
 
 def test_the_train_step_reports_them_on_the_materialised_prompt():
     from conftest import shared_path
-    from xprompt_jax.checkpoints import load_t5_checkpoint
+
+    from xprompt_jax.t5_import import load_t5_checkpoint
     config, frozen = load_t5_checkpoint(str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")),
                                         "t5_1_1_prompt_tuning_test")
     model = build_prompted_t5(config, PromptSpec(kind="resprompt", length=4, hidden=6, init="uniform", pieces=2),
@@ -61,10 +62,10 @@ def test_the_train_step_reports_them_on_the_materialised_prompt():
     optimizer = make_optimizer("adamw", learning_rate=0.1)
     masks = mask_lib.ones(4, 2)
     masks["token_mask"] = np.array([1, 1, 0, 1], np.float32)   # a pruned token is left out of the scalars
-    state = training.create_state(model, optimizer, jax.random.PRNGKey(0), masks=masks)
+    state = train_step.create_state(model, optimizer, jax.random.PRNGKey(0), masks=masks)
     mesh = partitioning.make_mesh(1, 1, devices=jax.devices()[:1])
-    shardings = training.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
-    step = training.jit_train_step(training.make_train_step(model, optimizer), shardings)
+    shardings = train_step.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
+    step = train_step.jit_train_step(train_step.make_train_step(model, optimizer), shardings)
     rng = np.random.RandomState(0)
     inputs = rng.randint(3, 200, (4, 8)).astype(np.int32)
     targets = rng.randint(3, 200, (4, 2)).astype(np.int32)

@@ -5,13 +5,14 @@ import jax
 import numpy as np
 import pytest
 
-from xprompt_jax import ensembling, export, trainer
+from xprompt_jax import ensembling, export
 from xprompt_jax.data.cache import CachedSplit
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import t5_config
 from xprompt_jax.prompted import PromptedT5
 from xprompt_jax.prompts import initializers
 from xprompt_jax.prompts.modules import Prompt
+from xprompt_jax.run import loop as trainer
 from xprompt_jax.vocabulary import load_vocabulary
 
 

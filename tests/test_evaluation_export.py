@@ -4,11 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xprompt_jax import evaluation, export
-from xprompt_jax.checkpoints import load_t5_checkpoint
+from xprompt_jax import export
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.decoding import greedy_decode, score_targets
 from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+from xprompt_jax.run import evaluation
+from xprompt_jax.t5_import import load_t5_checkpoint
 
 
 @pytest.fixture(scope="module")

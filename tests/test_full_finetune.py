@@ -6,7 +6,7 @@ import optax
 import pytest
 from flax import traverse_util
 
-from xprompt_jax import partitioning, training
+from xprompt_jax import partitioning, train_step
 from xprompt_jax.models.t5 import logical_axes
 from xprompt_jax.optimizers import make_optimizer
 from xprompt_jax.prompted import PromptedT5
@@ -15,7 +15,8 @@ from xprompt_jax.prompted import PromptedT5
 @pytest.fixture(scope="module")
 def fixture_model():
     from conftest import shared_path
-    from xprompt_jax.checkpoints import load_t5_checkpoint
+
+    from xprompt_jax.t5_import import load_t5_checkpoint
     return load_t5_checkpoint(str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")),
                               "t5_1_1_prompt_tuning_test")
 
@@ -36,11 +37,11 @@ def test_full_finetuning_changes_the_weights_and_shards_optimizer_state_like_the
     model = PromptedT5(config, None)                 # no prompt: what train(trainable='model') builds
     optimizer = make_optimizer(name, learning_rate=1e-2)
     mesh = partitioning.make_mesh(4, 2)
-    state = training.create_state(model, optimizer, jax.random.PRNGKey(0), trainable={"t5": params})
-    shardings = training.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
+    state = train_step.create_state(model, optimizer, jax.random.PRNGKey(0), trainable={"t5": params})
+    shardings = train_step.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
     assert shardings.frozen == {}                    # nothing stays frozen
     before = traverse_util.flatten_dict(jax.tree.map(np.array, params), sep="/")
-    step = training.jit_train_step(training.make_train_step(model, optimizer), shardings)
+    step = train_step.jit_train_step(train_step.make_train_step(model, optimizer), shardings)
     state, metrics = step(jax.device_put(state, shardings.state), {}, partitioning.global_batch(_batch(), mesh))
     assert np.isfinite(float(metrics["loss"])) and "prompt_norm" not in metrics
 
@@ -66,8 +67,8 @@ def test_full_finetuning_changes_the_weights_and_shards_optimizer_state_like_the
 
 
 def test_full_finetune_gin_run():
-    from xprompt_jax import trainer
     from xprompt_jax.gin_flags import parse_gin
+    from xprompt_jax.run import loop as trainer
     gin.clear_config()
     try:
         parse_gin(["models/t5_1_1.gin", "sizes/base.gin", "runs/full_finetune.gin"], ["MODEL_DIR = '/tmp/x'"])

@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from xprompt_jax import heatmaps
 from xprompt_jax.errors import ConfigError
+from xprompt_jax.xprompt import heatmaps
 
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib import image as mpimg  # noqa: E402

@@ -13,13 +13,13 @@ import json
 import jax
 import numpy as np
 import pytest
+from numpy_t5 import NumpyT5
 from safetensors.numpy import load_file
 
-from numpy_t5 import NumpyT5
-from xprompt_jax.checkpoints import load_t5_checkpoint
 from xprompt_jax.errors import CheckpointError
 from xprompt_jax.models.decoding import greedy_decode, score_targets
 from xprompt_jax.models.t5 import T5
+from xprompt_jax.t5_import import load_t5_checkpoint
 
 
 def _rel_err(ours, ref):

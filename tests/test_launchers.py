@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 TPU = str(REPO / "launch" / "tpu_pod.sh")
@@ -255,7 +254,7 @@ def test_gpu_missing_command(stubs):
 
 
 def test_a_url_model_dir_is_refused_with_the_mount_to_use():
-    from xprompt_jax import trainer
     from xprompt_jax.errors import ConfigError
+    from xprompt_jax.run import loop as trainer
     with pytest.raises(ConfigError, match=r"MODEL_DIR gs://b/run is a URL.*mount the bucket"):
         trainer.train(model_dir="gs://b/run")

@@ -17,11 +17,16 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 from cache_helpers import train_command, write_label_task
 from conftest import REPO, shared_path
+
 from xprompt_jax import distributed
-from xprompt_jax.distributed import DistributedError, Settings, first_slurm_host, resolve
+from xprompt_jax.distributed import (
+    DistributedError,
+    Settings,
+    first_slurm_host,
+    resolve,
+)
 
 TIMEOUT = 240
 

@@ -1,6 +1,6 @@
 """Lester et al.'s Adafactor equals T5X's update rule (NumPy transcription), step by step."""
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 

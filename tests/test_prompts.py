@@ -1,7 +1,7 @@
 """Prompt initialisers, token/piece masks and placements, each against a NumPy computation."""
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from xprompt_jax.errors import ConfigError

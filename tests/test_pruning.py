@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xprompt_jax import losses, partitioning, pruning, training
+from xprompt_jax import losses, partitioning, train_step
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.prompts import masks as mask_lib
+from xprompt_jax.xprompt import pruning
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN, PIECE = mask_lib.TOKEN_MASK, mask_lib.PIECE_MASK
@@ -49,8 +50,9 @@ def _masks(token_off=(), pieces_off=(), m=5, k=2):
 def tiny():
     """The T5X fixture (emb 4), a 5-token prompt in 2 pieces, moved off its init like a trained prompt."""
     from conftest import shared_path
-    from xprompt_jax.checkpoints import load_t5_checkpoint
+
     from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+    from xprompt_jax.t5_import import load_t5_checkpoint
     path = str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3"))
     config, frozen = load_t5_checkpoint(path, "t5_1_1_prompt_tuning_test")
     model = build_prompted_t5(config, PromptSpec(length=5, pieces=2, init="uniform"), frozen)
@@ -121,8 +123,8 @@ def test_sharded_scores_equal_single_device_scores(tiny):
     single = pruning.importance_scores(model, trainable, frozen, masks, batches)
     mesh = partitioning.make_mesh(4, 2)
     opt = make_optimizer("adafactor", learning_rate=0.3)
-    state = training.create_state(model, opt, jax.random.PRNGKey(0), trainable=trainable)
-    shardings = training.make_shardings(model, opt, jax.eval_shape(lambda: state), mesh, logical_axes(config))
+    state = train_step.create_state(model, opt, jax.random.PRNGKey(0), trainable=trainable)
+    shardings = train_step.make_shardings(model, opt, jax.eval_shape(lambda: state), mesh, logical_axes(config))
     placed = jax.device_put(trainable, shardings.state.trainable)
     sharded = pruning.importance_scores(model, placed, jax.device_put(frozen, shardings.frozen), masks, batches,
                                         shardings=shardings)
@@ -136,8 +138,9 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 import numpy as np
-from xprompt_jax import losses, pruning
-from xprompt_jax.checkpoints import load_t5_checkpoint
+from xprompt_jax import losses
+from xprompt_jax.xprompt import pruning
+from xprompt_jax.t5_import import load_t5_checkpoint
 from xprompt_jax.prompted import PromptSpec, build_prompted_t5
 
 path, batch = sys.argv[1], {k: np.asarray(v, np.int32) for k, v in json.loads(sys.argv[2]).items()}
@@ -381,9 +384,9 @@ def test_score_prune_rewind_retrain_on_the_fixture(tiny):
     _check_schedule(steps, mask_lib.ones(5, 2), config.emb_dim, "hierarchical")
     masks = steps[-1].masks
     opt = make_optimizer("adafactor", learning_rate=0.3)
-    state = training.create_state(model, opt, jax.random.PRNGKey(0), trainable=pruning.rewind(trainable, masks),
+    state = train_step.create_state(model, opt, jax.random.PRNGKey(0), trainable=pruning.rewind(trainable, masks),
                                   masks={k: jnp.asarray(v) for k, v in masks.items()})
-    step = jax.jit(training.make_train_step(model, opt))
+    step = jax.jit(train_step.make_train_step(model, opt))
     for i in range(2):
         state, _ = step(state, frozen, _batch(4, seed=10 + i))
     prompt = np.asarray(state.trainable["prompt"]["prompt"])

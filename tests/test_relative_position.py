@@ -1,8 +1,8 @@
 """T5's relative-position buckets against an independent NumPy transcription of Hugging Face's formula."""
 import numpy as np
 import pytest
-
 from numpy_t5 import _bucket as reference_bucket
+
 from xprompt_jax.models.t5 import relative_position_bucket
 
 

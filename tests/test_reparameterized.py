@@ -7,15 +7,21 @@ import pytest
 from flax import linen as nn
 from flax import traverse_util
 
-from xprompt_jax import evaluation, partitioning, training
+from xprompt_jax import partitioning, train_step
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.t5 import logical_axes
 from xprompt_jax.optimizers import make_optimizer
-from xprompt_jax.prompted import PromptedT5, PromptSpec, build_prompted_t5, make_prompt_module
+from xprompt_jax.prompted import (
+    PromptedT5,
+    PromptSpec,
+    build_prompted_t5,
+    make_prompt_module,
+)
 from xprompt_jax.prompts import initializers
 from xprompt_jax.prompts import masks as mask_lib
 from xprompt_jax.prompts import reparameterized as rp
 from xprompt_jax.prompts.modules import Prompt
+from xprompt_jax.run import evaluation
 
 WIDTHS = {"small": 512, "base": 768, "large": 1024}   # T5 1.1 d_model (METHODS.md section 1)
 
@@ -146,7 +152,8 @@ def test_masks_apply_to_the_output_of_every_kind():
 @pytest.fixture(scope="module")
 def fixture_frozen():
     from conftest import shared_path
-    from xprompt_jax.checkpoints import load_t5_checkpoint
+
+    from xprompt_jax.t5_import import load_t5_checkpoint
     return load_t5_checkpoint(str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")),
                               "t5_1_1_prompt_tuning_test")
 
@@ -174,7 +181,7 @@ def test_gradients_reach_every_reparameterisation_parameter_and_nothing_else(fix
     assert list(grads) == ["prompt"]
     flat = traverse_util.flatten_dict(grads["prompt"], sep="/")
     assert flat.keys() == traverse_util.flatten_dict(trainable["prompt"], sep="/").keys()
-    assert not any(k.split("/")[-1] == "prompt" for k in flat)   # so training.update_mask leaves them alone
+    assert not any(k.split("/")[-1] == "prompt" for k in flat)   # so train_step.update_mask leaves them alone
     assert all(np.abs(np.asarray(g)).sum() > 0 for g in flat.values()), {k: float(np.abs(g).sum())
                                                                           for k, g in flat.items()}
 
@@ -185,11 +192,11 @@ def test_a_sharded_step_trains_the_network_and_leaves_the_frozen_model_bit_ident
     model = build_prompted_t5(config, SPECS[name], frozen)
     optimizer = make_optimizer("adamw", learning_rate=0.1, weight_decay=0.01)
     mesh = partitioning.make_mesh(4, 2)
-    state = training.create_state(model, optimizer, jax.random.PRNGKey(0))
-    shardings = training.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
+    state = train_step.create_state(model, optimizer, jax.random.PRNGKey(0))
+    shardings = train_step.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
     before_frozen = jax.tree.map(np.array, frozen)
     before = jax.tree.map(np.array, state.trainable)
-    step = training.jit_train_step(training.make_train_step(model, optimizer), shardings)
+    step = train_step.jit_train_step(train_step.make_train_step(model, optimizer), shardings)
     frozen_dev = jax.device_put(frozen, shardings.frozen)
     new_state, metrics = step(jax.device_put(state, shardings.state), frozen_dev,
                               partitioning.global_batch(_batch(), mesh))
@@ -230,9 +237,10 @@ def test_trained_network_and_its_export_evaluate_identically(tmp_path):
     """The run exports the materialised prompt; ``evaluate`` on that file alone gives the network's metrics."""
     from cache_helpers import write_label_task
     from conftest import shared_path
-    from xprompt_jax import trainer
+
     from xprompt_jax.models.config import t5_config
-    from xprompt_jax.run_checkpoints import BestCheckpoint
+    from xprompt_jax.run import loop as trainer
+    from xprompt_jax.run.checkpoints import BestCheckpoint
     from xprompt_jax.vocabulary import load_vocabulary
     vocab = shared_path("fixtures", "t5_sentencepiece.model")
     checkpoint = str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3"))
@@ -289,7 +297,8 @@ def test_bad_sizes_are_refused_before_training(fixture_frozen, tmp_path):
     # Through the trainer: refused after the data is opened and before any state is built or compiled.
     from cache_helpers import write_label_task
     from conftest import shared_path
-    from xprompt_jax import trainer
+
+    from xprompt_jax.run import loop as trainer
     cache = write_label_task(tmp_path / "train", shared_path("fixtures", "t5_sentencepiece.model"), n=8)
     with pytest.raises(ConfigError, match=r"1 <= r < e = 4"):
         trainer.train(model_dir=str(tmp_path / "run"), train_cache=cache, eval_split=None, batch_size=8,
@@ -305,9 +314,9 @@ def test_bad_sizes_are_refused_before_training(fixture_frozen, tmp_path):
     ("runs/resprompt.gin", dict(kind="resprompt", length=10, hidden=400, resprompt_separate=False)),
 ])
 def test_run_files_carry_the_papers_defaults(run, expected):
-    from xprompt_jax import trainer
     from xprompt_jax.gin_flags import parse_gin
     from xprompt_jax.optimizers import make_optimizer as configured_optimizer
+    from xprompt_jax.run import loop as trainer
     gin.clear_config()
     try:
         parse_gin(["models/t5_1_1.gin", "sizes/base.gin", run], ["MODEL_DIR = '/tmp/x'"])

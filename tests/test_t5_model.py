@@ -9,7 +9,12 @@ import pytest
 from flax import serialization, traverse_util
 
 from xprompt_jax.models.config import T5Config, t5_config
-from xprompt_jax.models.decoding import greedy_decode, score_targets, shift_right, token_log_likelihoods
+from xprompt_jax.models.decoding import (
+    greedy_decode,
+    score_targets,
+    shift_right,
+    token_log_likelihoods,
+)
 from xprompt_jax.models.t5 import T5, init_params, logical_axes, param_shapes
 
 KNOWN_AXES = {"vocab", "embed", "mlp", "joined_kv", "heads", "relpos_buckets"}

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 from flax import serialization, traverse_util
 
-from xprompt_jax.checkpoints import load_t5_checkpoint
 from xprompt_jax.errors import CheckpointError
 from xprompt_jax.models.config import t5_config
 from xprompt_jax.models.decoding import greedy_decode
 from xprompt_jax.models.t5 import T5, param_shapes
-from xprompt_jax.t5_import import storage
+from xprompt_jax.t5_import import load_t5_checkpoint, storage
 
 FIXTURE_CONFIG = "t5_1_1_prompt_tuning_test"
 

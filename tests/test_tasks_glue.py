@@ -3,7 +3,6 @@ builder declares them; and every spec's field order is T5's rule applied to the 
 import tempfile
 
 import pytest
-
 from conftest import shared_path
 
 seqio = pytest.importorskip("seqio")

@@ -3,12 +3,10 @@ by hand from the .jsonl lines), TFDS-identical features, few-shot splits, bad in
 import importlib
 import json
 import os
-
-import numpy as np
 import tempfile
 
+import numpy as np
 import pytest
-
 from conftest import shared_path
 
 seqio = pytest.importorskip("seqio")

@@ -7,7 +7,6 @@ import os
 import tempfile
 
 import pytest
-
 from conftest import shared_path
 
 tfds = pytest.importorskip("tensorflow_datasets")

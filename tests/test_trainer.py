@@ -8,13 +8,13 @@ import time
 
 import numpy as np
 import pytest
-
 from cache_helpers import train_command, write_label_task
 from conftest import REPO, shared_path
-from xprompt_jax import trainer
+
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import t5_config
 from xprompt_jax.prompted import PromptSpec
+from xprompt_jax.run import loop as trainer
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_a_training_run_imports_no_tensorflow(data, tmp_path):
     """Training hosts may lack TensorFlow: a run from existing caches must never import it (nor seqio)."""
     code = (
         "import sys\n"
-        "from xprompt_jax import trainer\n"
+        "from xprompt_jax.run import loop as trainer\n"
         "from xprompt_jax.models.config import t5_config\n"
         "from xprompt_jax.prompted import PromptSpec\n"
         f"trainer.train(model_dir={str(tmp_path / 'run')!r}, checkpoint={data['checkpoint']!r},\n"

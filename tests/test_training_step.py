@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from xprompt_jax import partitioning, training
-from xprompt_jax.checkpoints import load_t5_checkpoint
+from xprompt_jax import partitioning, train_step
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.t5 import logical_axes
 from xprompt_jax.optimizers import make_optimizer
 from xprompt_jax.prompted import PromptSpec, build_prompted_t5
 from xprompt_jax.prompts import masks as mask_lib
+from xprompt_jax.t5_import import load_t5_checkpoint
 
 
 def _batch(n=8, seed=0, vocab=200):
@@ -38,9 +38,9 @@ def _run(model, config, frozen, mesh_shape, steps=3, masks=None, accumulation=1,
     devices = jax.devices()[:mesh_shape[0] * mesh_shape[1]]
     mesh = partitioning.make_mesh(*mesh_shape, devices=devices)
     opt = make_optimizer("adafactor", learning_rate=lr)
-    state = training.create_state(model, opt, jax.random.PRNGKey(0), masks=masks)
-    sh = training.make_shardings(model, opt, jax.eval_shape(lambda: state), mesh, logical_axes(config))
-    step = training.jit_train_step(training.make_train_step(model, opt, accumulation_steps=accumulation), sh,
+    state = train_step.create_state(model, opt, jax.random.PRNGKey(0), masks=masks)
+    sh = train_step.make_shardings(model, opt, jax.eval_shape(lambda: state), mesh, logical_axes(config))
+    step = train_step.jit_train_step(train_step.make_train_step(model, opt, accumulation_steps=accumulation), sh,
                                    donate=False)
     state = jax.device_put(state, sh.state)
     frozen_dev = jax.device_put(frozen, sh.frozen)
@@ -55,7 +55,7 @@ def _run(model, config, frozen, mesh_shape, steps=3, masks=None, accumulation=1,
 def test_one_step_changes_only_the_prompt(fixture_model):
     config, frozen, model = fixture_model
     before = jax.tree.map(np.array, frozen)
-    state0 = training.create_state(model, make_optimizer(), jax.random.PRNGKey(0))
+    state0 = train_step.create_state(model, make_optimizer(), jax.random.PRNGKey(0))
     state, frozen_after, _ = _run(model, config, frozen, (1, 1), steps=1)
     assert not np.allclose(np.asarray(state.trainable["prompt"]["prompt"]),
                            np.asarray(state0.trainable["prompt"]["prompt"]))

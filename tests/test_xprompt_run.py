@@ -5,12 +5,13 @@ import os
 import gin
 import numpy as np
 import pytest
-
 from cache_helpers import write_label_task
 from conftest import shared_path
-from xprompt_jax import pruning, xprompt_run
+
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.gin_flags import parse_gin
+from xprompt_jax.xprompt import pruning
+from xprompt_jax.xprompt import run as xprompt_run
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_rewinding_starts_from_the_stage1_prompt(caches, tmp_path):
     run's own restore of P* and the pruning module's rewind."""
     run = tmp_path / "xp"
     _run(caches, run, "TRAIN_STEPS = 2", "EVAL_PERIOD = 2", "CHECKPOINT_PERIOD = 2", "RATIOS = [0.5]")
-    from xprompt_jax.run_checkpoints import BestCheckpoint
+    from xprompt_jax.run.checkpoints import BestCheckpoint
     p_star = BestCheckpoint(str(run / "stage1"), "accuracy").restore()[0]["trainable"]
     masks = dict(np.load(run / "pruning" / "ratio_0.50" / "masks.npz"))
     rewound = pruning.rewind(p_star, masks)
@@ -124,7 +125,7 @@ def test_xprompt_transfer_starts_from_another_runs_pruned_prompt(caches, tmp_pat
                                                f"xprompt_jax.PromptSpec.init_file = '{source}'"])
     try:
         from xprompt_jax.prompted import PromptSpec, build_prompted_t5
-        from xprompt_jax.checkpoints import load_t5_checkpoint
+        from xprompt_jax.t5_import import load_t5_checkpoint
         config, frozen = load_t5_checkpoint(caches["checkpoint"], "t5_1_1_prompt_tuning_test")
         import jax
         model = build_prompted_t5(config, PromptSpec(), frozen)

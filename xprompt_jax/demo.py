@@ -15,6 +15,7 @@ checkpoints), composed from the same gin files a researcher uses; re-running ski
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Dict, List
@@ -22,8 +23,12 @@ from typing import Dict, List
 import gin
 import jax
 
-from xprompt_jax import export, trainer, xprompt_run
+from xprompt_jax import export
 from xprompt_jax.gin_flags import parse_gin
+from xprompt_jax.run import loop as trainer
+from xprompt_jax.xprompt import run as xprompt_run
+
+logger = logging.getLogger(__name__)
 
 MODEL_FILES = ["models/t5_1_1.gin", "sizes/demo.gin"]
 QUICK = {"pretrain_steps": 700, "pretrain_examples": 12_800, "prompt_steps": 150, "ratios": [0.5, 0.8]}
@@ -40,9 +45,9 @@ def pretrain(work_dir: str, quick: bool) -> str:
     model_dir = os.path.join(work_dir, "pretrain")
     exported = os.path.join(model_dir, "export", "model")
     if os.path.isdir(exported):
-        trainer.log(f"[demo] 1/3 pre-trained demo T5 found at {exported}: reused")
+        logger.info(f"[demo] 1/3 pre-trained demo T5 found at {exported}: reused")
         return exported
-    trainer.log("[demo] 1/3 pre-training the demo's tiny T5 on the keyword tasks (once; cached)")
+    logger.info("[demo] 1/3 pre-training the demo's tiny T5 on the keyword tasks (once; cached)")
     bindings = {"MODEL_DIR": model_dir, "DATA_CACHE_DIR": os.path.join(work_dir, "data")}
     if quick:
         bindings.update(TRAIN_STEPS=QUICK["pretrain_steps"], EVAL_PERIOD=QUICK["pretrain_steps"],
@@ -95,11 +100,11 @@ def run_demo(work_dir: str = "xprompt_demo", quick: bool = False) -> dict:
         steps = QUICK["prompt_steps"]
         bindings.update(TRAIN_STEPS=steps, EVAL_PERIOD=steps // 3, CHECKPOINT_PERIOD=steps, RATIOS=QUICK["ratios"])
     _configure(["runs/demo_xprompt.gin"], bindings)
-    trainer.log(f"[demo] 2/3 the frozen model on '{TASK}' (digits without the 'max:' keyword): baselines")
+    logger.info(f"[demo] 2/3 the frozen model on '{TASK}' (digits without the 'max:' keyword): baselines")
     base = baselines(checkpoint, work_dir)
-    trainer.log(f"[demo]     no prompt: accuracy {base['no prompt']:.1f}; random untrained prompt: "
+    logger.info(f"[demo]     no prompt: accuracy {base['no prompt']:.1f}; random untrained prompt: "
                 f"{base['random prompt']:.1f}; always answering '{base['majority_answer']}': {base['majority']:.1f}")
-    trainer.log("[demo] 3/3 XPrompt: prompt tuning, importance scores, pruning, rewinding")
+    logger.info("[demo] 3/3 XPrompt: prompt tuning, importance scores, pruning, rewinding")
     summary = xprompt_run.xprompt()
 
     rows = [{"stage": f"always answer '{base['majority_answer']}' (majority)", "ratio": None, "tokens": 0,
@@ -114,9 +119,9 @@ def run_demo(work_dir: str = "xprompt_demo", quick: bool = False) -> dict:
     minutes = (time.time() - started) / 60
     results = {"rows": rows, "heatmaps": heatmaps, "minutes": minutes, "quick": quick}
     export.save_json(os.path.join(work_dir, "demo_results" + ("_quick" if quick else "") + ".json"), results)
-    trainer.log("\n" + format_demo_table(rows))
-    trainer.log(f"\n[demo] heatmaps: {os.path.dirname(os.path.dirname(heatmaps[0]))}/ratio_*/heatmap.png")
-    trainer.log(f"[demo] done in {minutes:.1f} min; everything is under {work_dir}")
+    logger.info("\n" + format_demo_table(rows))
+    logger.info(f"\n[demo] heatmaps: {os.path.dirname(os.path.dirname(heatmaps[0]))}/ratio_*/heatmap.png")
+    logger.info(f"[demo] done in {minutes:.1f} min; everything is under {work_dir}")
     return results
 
 

@@ -233,10 +233,6 @@ def process_index() -> int:
     return jax.process_index()
 
 
-def is_main_process() -> bool:
-    return process_index() == 0
-
-
 def sync(name: str):
     """A barrier across processes (no-op for one process)."""
     import jax

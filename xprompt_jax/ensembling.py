@@ -16,6 +16,7 @@ prompts must all have the same length and width (checked before the model or dat
 from __future__ import annotations
 
 import collections
+import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gin
@@ -23,13 +24,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xprompt_jax import evaluation, export
+from xprompt_jax import export
 from xprompt_jax.errors import ConfigError
+from xprompt_jax.logs import is_main_process
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.decoding import greedy_decode_encoded
 from xprompt_jax.models.t5 import T5
 from xprompt_jax.prompted import PromptedT5
-from xprompt_jax.trainer import Evaluator, eval_batches_with_validity
+from xprompt_jax.run import evaluation
+from xprompt_jax.run.loop import Evaluator, eval_batches_with_validity
+
+logger = logging.getLogger(__name__)
 
 PROMPTS = "prompts"
 
@@ -171,7 +176,7 @@ def ensemble(prompt_sources: Sequence[str] = gin.REQUIRED,
     ``batch_size`` counts examples: each batch runs ``batch_size x N`` rows. ``output_file``: write the
     result as JSON there too.
     """
-    from xprompt_jax import trainer
+    from xprompt_jax.run import loop as trainer
     if not isinstance(prompt_sources, (list, tuple, str)):  # an unset %gin.REQUIRED macro arrives as a sentinel
         trainer.require_string("PROMPT_SOURCES", None, "ensemble.prompt_sources")
     prompts, sources = load_prompts(prompt_sources)  # bad prompts fail before anything is loaded
@@ -188,13 +193,13 @@ def ensemble(prompt_sources: Sequence[str] = gin.REQUIRED,
     config, frozen = trainer.load_frozen(checkpoint, model_config, seed=seed)
     model = PromptEnsemble(config, prompts, combine)
     trainable, _ = model.init()
-    trainer.log(f"[ensemble] {model.num_prompts} prompts of {model.length}x{config.emb_dim} on "
+    logger.info(f"[ensemble] {model.num_prompts} prompts of {model.length}x{config.emb_dim} on "
                 f"{data.meta.get('task')}:{data.meta.get('split')}, {batch_size}x{model.num_prompts} rows a batch")
     result = EnsembleEvaluator(model, data, vocabulary, batch_size, mode).evaluate(trainable, frozen)
     result["sources"] = sources
     for source, metrics in zip(sources, result["prompts"]):
-        trainer.log(f"[ensemble]   {source}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
-    trainer.log("[ensemble] majority vote: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ensemble"].items()))
-    if output_file and trainer.is_main_process():
+        logger.info(f"[ensemble]   {source}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+    logger.info("[ensemble] majority vote: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ensemble"].items()))
+    if output_file and is_main_process():
         export.save_json(output_file, result)
     return result

@@ -1,6 +1,6 @@
 """T5X-style gin flags: ``--gin_file=F`` (repeatable, applied in order) then ``--gin.NAME=VALUE`` overrides.
 
-A gin file that is not found as given is looked up in the repository's ``gin/`` folder, so
+A gin file that is not found as given is looked up in the package's ``xprompt_jax/gin/`` folder, so
 ``--gin_file=sizes/base.gin`` works from any directory.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import List, Sequence, Tuple
 
 import gin
 
-GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+GIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gin")  # shipped in the package
 
 
 def split_gin_args(argv: Sequence[str]) -> Tuple[List[str], List[str], List[str]]:
@@ -59,14 +59,14 @@ class GinError(ValueError):
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
     """Apply gin files in order, then the bindings. Unknown files, names or fields raise ``GinError``."""
+    import logging
+
+    import xprompt_jax.ensembling  # noqa: F401
     import xprompt_jax.models.config  # noqa: F401  registers the configurables gin files name
     import xprompt_jax.optimizers  # noqa: F401
     import xprompt_jax.prompted  # noqa: F401
-    import xprompt_jax.ensembling  # noqa: F401
-    import xprompt_jax.trainer  # noqa: F401
-    import xprompt_jax.xprompt_run  # noqa: F401
-
-    import logging
+    import xprompt_jax.run.loop  # noqa: F401
+    import xprompt_jax.xprompt.run  # noqa: F401
     root = logging.getLogger()
     if _drop_gin_resource_probe not in root.filters:
         root.addFilter(_drop_gin_resource_probe)

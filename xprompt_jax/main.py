@@ -31,11 +31,15 @@ def _smoke(args: argparse.Namespace, gin_given: bool) -> int:
     import numpy as np
     from flax import traverse_util
 
-    from xprompt_jax.checkpoints import load_t5_checkpoint
     from xprompt_jax.errors import CheckpointError
     from xprompt_jax.models.config import describe, t5_config
-    from xprompt_jax.models.decoding import greedy_decode, shift_right, token_log_likelihoods
+    from xprompt_jax.models.decoding import (
+        greedy_decode,
+        shift_right,
+        token_log_likelihoods,
+    )
     from xprompt_jax.models.t5 import T5
+    from xprompt_jax.t5_import import load_t5_checkpoint
 
     path = args.checkpoint or os.path.normpath(DEFAULT_SMOKE_CHECKPOINT)
     if args.checkpoint is None and not os.path.exists(path):
@@ -149,10 +153,10 @@ def _without_gin_context(err: Exception) -> str:
 def _run_gin_entry(command: str) -> int:
     """Run ``train``/``evaluate`` as gin configured them; bad settings exit 2 with one clear line."""
 
-    from xprompt_jax import trainer
-    from xprompt_jax.errors import CheckpointError, ConfigError
-    from xprompt_jax import xprompt_run
     from xprompt_jax import ensembling
+    from xprompt_jax.errors import CheckpointError, ConfigError
+    from xprompt_jax.run import loop as trainer
+    from xprompt_jax.xprompt import run as xprompt_run
     entry = {"train": trainer.train, "evaluate": trainer.evaluate, "xprompt": xprompt_run.xprompt,
              "ensemble": ensembling.ensemble}[command]
     try:

@@ -4,9 +4,11 @@ Plain lines (not carriage returns) so that logs of pod workers and CI stay reada
 """
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from typing import Dict, Optional
+
+logger = logging.getLogger(__name__)
 
 
 def _clock(seconds: float) -> str:
@@ -17,9 +19,8 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, start: int = 0, label: str = "train", width: int = 20, stream=None):
+    def __init__(self, total: int, start: int = 0, label: str = "train", width: int = 20):
         self.total, self.start, self.label, self.width = total, start, label, width
-        self.stream = stream or sys.stdout
         self._t0: Optional[float] = None
         self._first_done = start
 
@@ -34,5 +35,4 @@ class Progress:
         bar = "#" * filled + "." * (self.width - filled)
         eta = _clock((self.total - done) / rate) if rate == rate and rate > 0 else "?"
         shown = " ".join(f"{k} {v:.4g}" for k, v in (metrics or {}).items())
-        print(f"[{self.label}] [{bar}] {done}/{self.total} {rate:.2f} steps/s ETA {eta} {shown}",
-              file=self.stream, flush=True)
+        logger.info(f"[{self.label}] [{bar}] {done}/{self.total} {rate:.2f} steps/s ETA {eta} {shown}")

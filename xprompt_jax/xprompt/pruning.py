@@ -24,13 +24,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xprompt_jax import losses, partitioning, training
+from xprompt_jax import losses, partitioning, train_step
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.prompts import masks as mask_lib
 
@@ -114,7 +125,7 @@ def _abs_grad_sums(model, z_loss, data_sharding, trainable, frozen, masks, batch
 _STEP_CACHE: Dict[tuple, tuple] = {}
 
 
-def _score_step(model, z_loss: float, shardings: Optional[training.Shardings]):
+def _score_step(model, z_loss: float, shardings: Optional[train_step.Shardings]):
     """The jitted per-batch step, compiled once per (model, z_loss, shardings) and reused across ratios."""
     key = (id(model), float(z_loss), id(shardings))
     hit = _STEP_CACHE.get(key)
@@ -134,7 +145,7 @@ def _score_step(model, z_loss: float, shardings: Optional[training.Shardings]):
             partitioning.check_divisible(valid.shape[0] * jax.process_count(), mesh)
             trainable = jax.device_put(trainable, shardings.state.trainable)  # no-ops when already placed
             frozen = jax.device_put(frozen, shardings.frozen)
-            with training.mesh_context(shardings):
+            with train_step.mesh_context(shardings):
                 return jitted(trainable, frozen, masks, partitioning.global_batch(batch, mesh),
                               partitioning.global_batch({"valid": valid}, mesh)["valid"])
     if len(_STEP_CACHE) >= 8:
@@ -151,7 +162,7 @@ def _batches_with_valid(batches: Iterable, max_examples: Optional[int]):
             raise ConfigError("importance_scores takes (batch, valid) pairs, as trainer eval batches are; "
                               "pass (batch, None) when every row is a real example")
         batch, valid = item
-        batch = {k: np.asarray(batch[k]) for k in training.BATCH_KEYS}
+        batch = {k: np.asarray(batch[k]) for k in train_step.BATCH_KEYS}
         n = batch["encoder_input_tokens"].shape[0]
         valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool).reshape(n)
         if max_examples is not None:
@@ -163,11 +174,11 @@ def _batches_with_valid(batches: Iterable, max_examples: Optional[int]):
 
 
 def importance_scores(model, trainable, frozen, masks, batches: Iterable, *, z_loss: float = 1e-4,
-                      shardings: Optional[training.Shardings] = None,
+                      shardings: Optional[train_step.Shardings] = None,
                       max_examples: Optional[int] = None) -> Scores:
     """XPrompt's importance ``{'token': (m,), 'piece': (m, k)}`` over every valid example of ``batches``.
 
-    ``batches`` yields ``(batch, valid)`` pairs: ``batch`` a dict of the four ``training.BATCH_KEYS``
+    ``batches`` yields ``(batch, valid)`` pairs: ``batch`` a dict of the four ``train_step.BATCH_KEYS``
     arrays, ``valid`` a (batch,) bool array, False on padding rows (which are often copies of a real
     example, so they must be excluded explicitly, not by their loss), or None when all rows are real.
     ``max_examples`` stops after that many valid examples (default: all; under several processes it
@@ -175,7 +186,7 @@ def importance_scores(model, trainable, frozen, masks, batches: Iterable, *, z_l
     with ``z_loss``), dropout off. Scores are at the CURRENT ``masks``: a pruned token keeps a score
     (the sensitivity of bringing it back), so planners only rank survivors.
 
-    With ``shardings`` (from ``training.make_shardings``) the pass runs on its mesh, examples split
+    With ``shardings`` (from ``train_step.make_shardings``) the pass runs on its mesh, examples split
     over ``data``; ``frozen`` and ``trainable`` should already be placed with those shardings.
     Returns float64 NumPy means (sums are accumulated on the host in float64).
     """
@@ -409,7 +420,7 @@ def rewind(stage1_trainable, masks: Mapping):
     if prompt.shape[0] != token.shape[0]:
         raise ConfigError(f"masks for {token.shape[0]} tokens do not fit the {prompt.shape[0]}-token prompt")
     mask_lib.check_pieces(prompt.shape[-1], piece.shape[-1])
-    return training.zero_masked(stage1_trainable, {mask_lib.TOKEN_MASK: jnp.asarray(token),
+    return train_step.zero_masked(stage1_trainable, {mask_lib.TOKEN_MASK: jnp.asarray(token),
                                                    mask_lib.PIECE_MASK: jnp.asarray(piece)})
 
 

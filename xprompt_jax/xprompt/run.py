@@ -20,6 +20,7 @@ exported prompt: compose ``prompts/from_file.gin`` with ``PROMPT_FILE`` = that r
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from typing import Any, Dict, Optional, Sequence
@@ -28,11 +29,16 @@ import gin
 import jax
 import numpy as np
 
-from xprompt_jax import export, heatmaps, pruning, trainer
+from xprompt_jax import export
 from xprompt_jax.errors import ConfigError
+from xprompt_jax.logs import is_main_process
 from xprompt_jax.prompted import PromptSpec, build_prompted_t5
 from xprompt_jax.prompts import masks as mask_lib
-from xprompt_jax.run_checkpoints import BestCheckpoint
+from xprompt_jax.run import loop as trainer
+from xprompt_jax.run.checkpoints import BestCheckpoint
+from xprompt_jax.xprompt import heatmaps, pruning
+
+logger = logging.getLogger(__name__)
 
 VARIANTS = ("xprompt", "random", "length")
 RESULT_FILE = "result.json"
@@ -53,11 +59,11 @@ def _train_stage(directory: str, **kwargs) -> dict:
     """One ``train()`` run, skipped when its ``result.json`` says it finished."""
     done = _load_json(os.path.join(directory, RESULT_FILE))
     if done is not None:
-        trainer.log(f"[xprompt] {directory} already finished: skipped")
+        logger.info(f"[xprompt] {directory} already finished: skipped")
         return done
     result = trainer.train(model_dir=directory, **kwargs)
     summary = {k: v for k, v in result.items() if k != "prompt"}
-    if trainer.is_main_process():
+    if is_main_process():
         export.save_json(os.path.join(directory, RESULT_FILE), summary)
     return summary
 
@@ -113,7 +119,7 @@ def xprompt(model_dir: str = gin.REQUIRED,
     width = config.emb_dim
     rows = [{"stage": "prompt tuning", "ratio": 0.0, "tokens": prompt_spec.length,
              "parameters": prompt_spec.length * width, metric: _best_metric(stage1, metric)}]
-    trainer.log(f"[xprompt] stage 1 done: best {metric} {rows[0][metric]}")
+    logger.info(f"[xprompt] stage 1 done: best {metric} {rows[0][metric]}")
 
     best_params, _ = BestCheckpoint(stage1_dir, metric).restore()
     p_star, stage1_masks = best_params["trainable"], best_params["masks"]
@@ -149,13 +155,13 @@ def xprompt(model_dir: str = gin.REQUIRED,
             tokens = int(np.asarray(masks[mask_lib.TOKEN_MASK]).sum())
         rows.append({"stage": f"{variant} {level}{' reversed' if reverse else ''}", "ratio": ratio,
                      "tokens": tokens, "parameters": surviving, metric: _best_metric(result, metric)})
-        trainer.log(f"[xprompt] ratio {ratio:.2f}: {surviving} parameters, best {metric} {rows[-1][metric]}")
+        logger.info(f"[xprompt] ratio {ratio:.2f}: {surviving} parameters, best {metric} {rows[-1][metric]}")
 
     summary = {"metric": metric, "variant": variant, "level": level, "reverse": reverse, "rows": rows}
-    if trainer.is_main_process():
+    if is_main_process():
         export.save_json(os.path.join(model_dir, "summary.json"), summary)
         _export_best(model_dir, rows, plan, p_star, model, metric)
-        trainer.log(format_table(rows, metric))
+        logger.info(format_table(rows, metric))
     return summary
 
 
@@ -171,13 +177,13 @@ def _plan_masks(model_dir, ratios, score_fn, stage1_masks, level, reverse, recom
             pending.append(ratio)
     if not pending:
         return plan
-    trainer.log(f"[xprompt] stage 2: importance scores and masks for ratios {pending}")
+    logger.info(f"[xprompt] stage 2: importance scores and masks for ratios {pending}")
     start = plan[-1][1] if plan else {k: np.asarray(v) for k, v in stage1_masks.items()}
     steps = pruning.ratio_schedule(score_fn, start, pending, level=level, reverse=reverse, recompute=recompute,
                                    token_share=token_share)
     for step in steps:
         folder = os.path.join(model_dir, "pruning", _ratio_name(step.ratio))
-        if trainer.is_main_process():
+        if is_main_process():
             export.save_npz(os.path.join(folder, "scores.npz"), **step.scores)
             if draw:
                 heatmaps.save_heatmap(os.path.join(folder, "heatmap.png"), step.scores["piece"],

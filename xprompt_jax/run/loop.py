@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from typing import Any, Dict, Optional
@@ -27,14 +28,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xprompt_jax import evaluation, export, partitioning, training
+from xprompt_jax import export, partitioning, train_step
 from xprompt_jax.errors import ConfigError
+from xprompt_jax.logs import is_main_process
 from xprompt_jax.models.config import T5Config, t5_config
 from xprompt_jax.models.t5 import init_params, logical_axes
 from xprompt_jax.optimizers import learning_rate_schedule, make_optimizer
 from xprompt_jax.progress import Progress
 from xprompt_jax.prompted import PromptedT5, PromptSpec, build_prompted_t5
-from xprompt_jax.run_checkpoints import BestCheckpoint, RunCheckpoints
+from xprompt_jax.run import evaluation
+from xprompt_jax.run.checkpoints import BestCheckpoint, RunCheckpoints
+
+logger = logging.getLogger(__name__)
 
 RUN_CONFIG = "run_config.json"
 STOPPED_EARLY = "stopped_early.json"
@@ -44,15 +49,6 @@ DEFAULT_DATA_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "xprompt_ja
 STRUCTURAL = ("model", "prompt", "trainable")
 
 
-def is_main_process() -> bool:
-    return jax.process_index() == 0
-
-
-def log(message: str):
-    if is_main_process():
-        print(message, flush=True)
-
-
 # ------------------------------------------------------------------------------------------------
 # Frozen model
 # ------------------------------------------------------------------------------------------------
@@ -60,13 +56,13 @@ def load_frozen(checkpoint: Optional[str], config: Optional[T5Config], frozen_dt
                 seed: int = 0):
     """(config, params) from a T5X / Hugging Face checkpoint, or random weights when ``checkpoint`` is None."""
     if checkpoint:
-        from xprompt_jax.checkpoints import load_t5_checkpoint
+        from xprompt_jax.t5_import import load_t5_checkpoint
         config, params = load_t5_checkpoint(checkpoint, config, param_dtype=frozen_dtype)
     else:
         if config is None:
             raise ConfigError("train.checkpoint is unset and no model config is given: set train.checkpoint "
                               "(a T5X or Hugging Face T5 checkpoint) or a gin size file")
-        log("[train] no checkpoint given: the model starts from random weights (pre-training, tests, benchmarks)")
+        logger.info("[train] no checkpoint given: the model starts from random weights (pre-training, tests, benchmarks)")
         params = jax.tree.map(np.asarray, init_params(config, jax.random.PRNGKey(seed)))
         if frozen_dtype:
             params = jax.tree.map(lambda x: x.astype(frozen_dtype), params)
@@ -82,7 +78,7 @@ def require_string(macro: str, value, binding: str):
 def default_model_config(checkpoint: Optional[str]) -> Optional[T5Config]:
     """The gin-bound config (models/ + sizes/ files), except for Hugging Face folders, which carry their own."""
     if checkpoint:
-        from xprompt_jax.checkpoints import resolve_checkpoint
+        from xprompt_jax.t5_import import resolve_checkpoint
         if resolve_checkpoint(checkpoint)[1] == "huggingface":
             return None
     return t5_config()
@@ -120,7 +116,7 @@ def open_split(task: Optional[str], split: str, cache: Optional[str], data_cache
 def _write_cache_if_missing(task: str, split: str, cache: str, input_length: int, target_length: int):
     if os.path.exists(os.path.join(cache, "meta.json")):
         return
-    print(f"[data] writing the cache of {task}:{split} to {cache} (seqio)", flush=True)
+    logger.info(f"[data] writing the cache of {task}:{split} to {cache} (seqio)")
     _apply_task_bindings()
     from xprompt_jax.data.write_cache import write_cache
     try:
@@ -163,10 +159,10 @@ def eval_batches_with_validity(split, batch_size: int, mesh=None):
         valid = batch.pop("mask")
         batch.pop("example_index")
         if sharded:
-            local = {k: batch[k][first:first + per_process] for k in training.BATCH_KEYS}
+            local = {k: batch[k][first:first + per_process] for k in train_step.BATCH_KEYS}
             yield partitioning.global_batch(local, mesh), valid
         else:
-            yield {k: jnp.asarray(batch[k]) for k in training.BATCH_KEYS}, valid
+            yield {k: jnp.asarray(batch[k]) for k in train_step.BATCH_KEYS}, valid
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,7 +180,7 @@ class Evaluator:
     mesh: Any = None  # the run's mesh: evaluation batches sharded over its data axis (multi-host too)
 
     def __post_init__(self):
-        from xprompt_jax import task_info
+        from xprompt_jax.run import task_info
         self.info = task_info.for_split(self.split)
         if self.mode == "auto":
             self.mode = "rank" if self.info.label_names else "decode"
@@ -254,7 +250,7 @@ class Summaries:
 
 
 def label_token_ids(vocabulary, split) -> Optional[list]:
-    from xprompt_jax import task_info
+    from xprompt_jax.run import task_info
     names = task_info.for_split(split).label_names
     return [vocabulary.encode(n, add_eos=False) for n in names] if names else None
 
@@ -356,9 +352,9 @@ def train(model_dir: str = gin.REQUIRED,
         frozen = {}
     if initial_trainable is not None:
         initial = initial_trainable if initial is None else {**initial, **initial_trainable}
-    state = training.create_state(model, optimizer, jax.random.PRNGKey(seed), trainable=initial,
+    state = train_step.create_state(model, optimizer, jax.random.PRNGKey(seed), trainable=initial,
                                   masks=initial_masks)
-    shardings = training.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
+    shardings = train_step.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
     frozen = jax.device_put(frozen, shardings.frozen)
 
     checkpoints = RunCheckpoints(model_dir, keep_checkpoints)
@@ -371,7 +367,7 @@ def train(model_dir: str = gin.REQUIRED,
         if os.path.exists(marker):
             with open(marker) as f:
                 stopped_early = json.load(f)["step"] == start_step
-        log(f"[train] resumed from {checkpoints.directory}/{start_step}")
+        logger.info(f"[train] resumed from {checkpoints.directory}/{start_step}")
     else:
         state = jax.device_put(state, shardings.state)
 
@@ -386,12 +382,12 @@ def train(model_dir: str = gin.REQUIRED,
     what = (f"{kind}prompt {prompt_spec.length}x{config.emb_dim} ({prompt_spec.init})"
             if model.prompt_module is not None
             else "no prompt")
-    log(f"[train] model: {config.emb_dim}-wide, {config.num_encoder_layers}+{config.num_decoder_layers} layers; "
+    logger.info(f"[train] model: {config.emb_dim}-wide, {config.num_encoder_layers}+{config.num_decoder_layers} layers; "
         f"{what}; trains {trainable}: {n_trainable:,} parameters{trainable_note}")
-    log(f"[train] mesh {dict(mesh.shape)} on {jax.device_count()} {jax.default_backend()} device(s), "
+    logger.info(f"[train] mesh {dict(mesh.shape)} on {jax.device_count()} {jax.default_backend()} device(s), "
         f"{jax.process_count()} process(es); batch {batch_size}; {train_data.num_examples} training examples")
 
-    step_fn = training.jit_train_step(training.make_train_step(model, optimizer, z_loss, accumulation_steps,
+    step_fn = train_step.jit_train_step(train_step.make_train_step(model, optimizer, z_loss, accumulation_steps,
                                                                dropout, lr_fn), shardings)
     evaluator = (Evaluator(model, eval_data, vocabulary, eval_batch_size or batch_size, eval_mode, mesh=mesh)
                  if eval_data is not None else None)
@@ -410,7 +406,7 @@ def train(model_dir: str = gin.REQUIRED,
     while step < train_steps and not stopped_early:
         local = next(batches)
         state, metrics = step_fn(state, frozen, partitioning.global_batch(
-            {k: local[k] for k in training.BATCH_KEYS}, mesh))
+            {k: local[k] for k in train_step.BATCH_KEYS}, mesh))
         step += 1
         if step % log_period == 0 or step == train_steps or step == start_step + 1:
             values = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -428,14 +424,14 @@ def train(model_dir: str = gin.REQUIRED,
             if eval_metric not in last_eval:
                 raise ConfigError(f"train.eval_metric={eval_metric!r} is not among this task's metrics "
                                   f"{sorted(last_eval)}")
-            log(f"[eval] step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in last_eval.items()))
+            logger.info(f"[eval] step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in last_eval.items()))
             if last_eval[eval_metric] > best_value:
                 best_value, stale = last_eval[eval_metric], 0
                 best.save(step, state.trainable, state.masks, record)
             else:
                 stale += 1
                 if early_stopping_patience and stale >= early_stopping_patience:
-                    log(f"[train] early stop at step {step}: no {eval_metric} gain in {stale} evaluations")
+                    logger.info(f"[train] early stop at step {step}: no {eval_metric} gain in {stale} evaluations")
                     if checkpoints.latest_step() != step:
                         checkpoints.save(step, state, data_position(step))
                     if is_main_process():  # a restart sees this and does not train on
@@ -465,7 +461,7 @@ def train(model_dir: str = gin.REQUIRED,
                 export.save_peft_adapter(os.path.join(export_dir, "peft_adapter"), prompt_values, checkpoint, config)
     if "t5" in final_trainable:
         export.save_t5_checkpoint(os.path.join(export_dir, "model"), final_trainable["t5"])
-    log(f"[train] done: step {step} in {result['seconds']:.0f}s; exported to {export_dir}")
+    logger.info(f"[train] done: step {step} in {result['seconds']:.0f}s; exported to {export_dir}")
     checkpoints.close()
     best.close()
     return result
@@ -522,6 +518,6 @@ def evaluate(prompt_source: str = gin.REQUIRED,
                                       init_fn=from_array(values, source)), combine)
     trainable, masks = model.init(jax.random.PRNGKey(0))
     metrics = Evaluator(model, data, vocabulary, batch_size, mode)(trainable, frozen, masks)
-    log(f"[evaluate] {source} on {data.meta.get('task')}:{data.meta.get('split')}: "
+    logger.info(f"[evaluate] {source} on {data.meta.get('task')}:{data.meta.get('split')}: "
         + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
     return metrics

@@ -15,8 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xprompt_jax.distributed import to_host  # outputs sharded over several processes -> numpy on each
-from xprompt_jax.models.decoding import greedy_decode_encoded, shift_right, token_log_likelihoods
+from xprompt_jax.distributed import (
+    to_host,  # outputs sharded over several processes -> numpy on each
+)
+from xprompt_jax.models.decoding import (
+    greedy_decode_encoded,
+    shift_right,
+    token_log_likelihoods,
+)
 from xprompt_jax.prompted import PromptedT5
 
 

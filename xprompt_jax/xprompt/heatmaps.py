@@ -32,7 +32,9 @@ def pruned_cells(token_mask, piece_mask) -> np.ndarray:
 def _figure(piece_scores, pruned, title: str):
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # a bare Figure on Agg: no pyplot, no display, no global backend
+    from matplotlib.figure import (
+        Figure,  # a bare Figure on Agg: no pyplot, no display, no global backend
+    )
 
     length, pieces = piece_scores.shape
     figure = Figure(figsize=(max(4.0, 0.35 * pieces + 2.0), max(3.0, 0.3 * length + 1.5)), dpi=100,
