@@ -88,6 +88,12 @@ def loss_and_grads(model: PromptedT5, trainable, frozen, masks, batch, rng, z_lo
     return loss, grads, batch["decoder_loss_weights"].sum(), correct
 
 
+def all_finite(*trees) -> jax.Array:
+    """True when every value in ``trees`` is finite (no NaN, no Inf)."""
+    leaves = [leaf for tree in trees for leaf in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in leaves]))
+
+
 def make_train_step(model: PromptedT5, optimizer: optax.GradientTransformation, z_loss: float = 1e-4,
                     accumulation_steps: int = 1, dropout: bool = False,
                     learning_rate_fn: Optional[Callable] = None):
@@ -124,7 +130,11 @@ def make_train_step(model: PromptedT5, optimizer: optax.GradientTransformation, 
         if learning_rate_fn is not None:
             metrics["learning_rate"] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
         new_state = state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state)
-        return new_state, metrics
+        # A non-finite loss or update leaves the state as it was: the loop stops on ``finite`` == False,
+        # and what it then saves or exports is the last good state, never a NaN prompt.
+        finite = all_finite(loss, updates)
+        metrics["finite"] = finite
+        return jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state), metrics
 
     return step_fn
 
