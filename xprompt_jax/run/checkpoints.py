@@ -14,7 +14,10 @@ from typing import Optional, Tuple
 import jax
 import orbax.checkpoint as ocp
 
+from xprompt_jax.errors import CheckpointError
+
 logging.getLogger("absl").setLevel(logging.WARNING)
+logger = logging.getLogger(__name__)
 
 
 def _abstract(tree, shardings=None):
@@ -39,10 +42,26 @@ class RunCheckpoints:
                                                         data=ocp.args.JsonSave(data_position)), force=True)
 
     def restore(self, template_state, shardings=None, step: Optional[int] = None) -> Tuple[object, dict]:
-        step = self.latest_step() if step is None else step
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_abstract(template_state, shardings)), data=ocp.args.JsonRestore()))
-        return restored.state, restored.data
+        """The state and data position of ``step``, or of the newest intact checkpoint.
+
+        A checkpoint damaged after orbax finished it (a disk filled up, a file truncated or deleted by
+        hand) is skipped with a warning naming it, and the next older one is used; the run then redoes
+        the steps in between. None intact is a CheckpointError that says how to start afresh.
+        """
+        steps = [step] if step is not None else sorted(self.manager.all_steps(), reverse=True)
+        for candidate in steps:
+            try:
+                restored = self.manager.restore(candidate, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(_abstract(template_state, shardings)),
+                    data=ocp.args.JsonRestore()))
+            except Exception as err:  # orbax and tensorstore raise many kinds; none may reach the user raw
+                first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                logger.warning(f"[train] checkpoint {self.directory}/{candidate} is damaged ({first_line}); "
+                               "trying the next older one")
+                continue
+            return restored.state, restored.data
+        raise CheckpointError(f"no intact checkpoint under {self.directory} (tried steps {steps}); move "
+                              "the folder away (or delete it) to start this run afresh")
 
     def wait(self):
         self.manager.wait_until_finished()
