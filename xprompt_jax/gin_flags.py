@@ -76,3 +76,13 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
         gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=False)
     except (ValueError, KeyError, TypeError, SyntaxError) as err:
         raise GinError(f"gin: {err}") from err
+    _apply_task_bindings()
+
+
+def _apply_task_bindings():
+    """Re-register task modules a gin file imported, so bindings such as
+    ``tasks.superglue.register_superglue.data_dir`` take effect (registration at import precedes gin)."""
+    import sys
+    for module, register in (("tasks.superglue", "register_superglue"), ("tasks.glue", "register_glue")):
+        if module in sys.modules and gin.get_bindings(f"{module}.{register}"):
+            getattr(sys.modules[module], register)()

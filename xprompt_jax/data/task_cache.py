@@ -51,7 +51,6 @@ def _write_cache_if_missing(task: str, split: str, cache: str, input_length: int
     if os.path.exists(os.path.join(cache, "meta.json")):
         return
     logger.info(f"[data] writing the cache of {task}:{split} to {cache} (seqio)")
-    _apply_task_bindings()
     from xprompt_jax.data.write_cache import write_cache
     try:
         write_cache(task, split, cache, {"inputs": input_length, "targets": target_length})
@@ -59,15 +58,6 @@ def _write_cache_if_missing(task: str, split: str, cache: str, input_length: int
         if not os.path.exists(os.path.join(cache, "meta.json")):
             raise
         # Another process on this filesystem finished the same cache first: read theirs.
-
-
-def _apply_task_bindings():
-    """Re-register task modules a gin file imported, so bindings such as
-    ``tasks.superglue.register_superglue.data_dir`` take effect (registration at import precedes gin)."""
-    import sys
-    for module, register in (("tasks.superglue", "register_superglue"), ("tasks.glue", "register_glue")):
-        if module in sys.modules and gin.get_bindings(f"{module}.{register}"):
-            getattr(sys.modules[module], register)()
 
 
 def split_vocabulary(split, vocabulary_path: Optional[str] = None):
