@@ -21,18 +21,7 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED = pathlib.Path(os.environ.get("XPROMPT_SHARED", REPO.parent / "shared"))
-
-
-def shared_path(*parts: str) -> pathlib.Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        message = f"{path} not found: the ../shared folder beside the checkout holds the fixtures"
-        if os.environ.get("XPROMPT_REQUIRE_SHARED") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+from helpers import shared_path  # noqa: E402
 
 
 @pytest.fixture
@@ -43,3 +32,13 @@ def t5x_tiny_dir() -> pathlib.Path:
 @pytest.fixture(params=["hf_t5_v1_0_tiny", "hf_t5_v1_1_tiny"])
 def hf_fixture_dir(request) -> pathlib.Path:
     return shared_path("fixtures", request.param)
+
+
+@pytest.fixture(scope="module")
+def fixture_model():
+    """(config, frozen params, PromptedT5 with a 5-token 2-piece prompt) on the real T5X tiny checkpoint."""
+    from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+    from xprompt_jax.t5_import import load_t5_checkpoint
+    config, frozen = load_t5_checkpoint(str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")),
+                                        "t5_1_1_prompt_tuning_test")
+    return config, frozen, build_prompted_t5(config, PromptSpec(length=5, pieces=2), frozen)

@@ -36,8 +36,8 @@ def test_gin_errors_are_named(t5x_tiny_dir, capsys, argv, message):
 def test_gin_layers_compose_in_order():
     import gin
 
+    from xprompt_jax.gin_configurables import t5_config
     from xprompt_jax.gin_flags import parse_gin
-    from xprompt_jax.models.config import t5_config
 
     gin.clear_config()
     try:

@@ -7,7 +7,7 @@ import ast
 import pathlib
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 PACKAGES = ("xprompt_jax", "tasks")
 MAX_FILE_LINES = 400

@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from helpers import shared_path
 
 from xprompt_jax.data.cache import CachedSplit, write_cached_split
 from xprompt_jax.errors import DataError

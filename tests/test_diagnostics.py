@@ -52,7 +52,7 @@ def test_pruned_rows_are_left_out_and_edge_cases():
 
 
 def test_the_train_step_reports_them_on_the_materialised_prompt():
-    from conftest import shared_path
+    from helpers import shared_path
 
     from xprompt_jax.t5_import import load_t5_checkpoint
     config, frozen = load_t5_checkpoint(str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")),

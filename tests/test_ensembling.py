@@ -12,7 +12,9 @@ from xprompt_jax.models.config import t5_config
 from xprompt_jax.prompted import PromptedT5
 from xprompt_jax.prompts import initializers
 from xprompt_jax.prompts.modules import Prompt
-from xprompt_jax.run import loop as trainer
+from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel
+from xprompt_jax.run.evaluator import Evaluator
+from xprompt_jax.run.frozen_model import load_frozen
 from xprompt_jax.vocabulary import load_vocabulary
 
 
@@ -50,7 +52,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ensemble")
     cache, vocab = _write_digit_task(root / "eval")
     config = t5_config("t5_1_1_demo")
-    _, frozen = trainer.load_frozen(None, config, seed=0)   # random weights, as ensemble(checkpoint=None) loads
+    _, frozen = load_frozen(FrozenModel(None, config), seed=0)   # random weights, as ensemble(checkpoint=None) loads
     rng = np.random.RandomState(0)
     prompts = [rng.uniform(-0.5, 0.5, (3, 64)).astype(np.float32) for _ in range(5)]
     files = [export.save_npy(str(root / f"run{i}" / "export" / "prompt.npy"), p) for i, p in enumerate(prompts)]
@@ -66,7 +68,7 @@ def test_one_batch_equals_separate_evaluations_then_a_vote(setup):
     for p in setup["prompts"]:
         model = PromptedT5(config, Prompt(length=3, width=64, pieces=1, init_fn=initializers.from_array(p)))
         trainable, masks = model.init(jax.random.PRNGKey(0))
-        separate.append(trainer.Evaluator(model, split, vocabulary, 8, "rank").predictions_text(trainable, frozen,
+        separate.append(Evaluator(model, split, vocabulary, 8, "rank").predictions_text(trainable, frozen,
                                                                                               masks))
     assert len({tuple(s) for s in separate}) > 1          # the prompts disagree somewhere: the vote matters
     ensemble = ensembling.PromptEnsemble(config, np.stack(setup["prompts"]))
@@ -101,9 +103,9 @@ def test_rows_are_examples_times_prompts(setup):
 
 def test_ensemble_entry_from_run_folders_and_the_cli(setup, tmp_path):
     out = tmp_path / "ensemble.json"
-    result = ensembling.ensemble(prompt_sources=setup["runs"][:3], checkpoint=setup["checkpoint"],
-                                 cache=setup["cache"], batch_size=8, mode="rank", model_config=setup["config"],
-                                 output_file=str(out))
+    result = ensembling.ensemble(setup["runs"][:3], data=DataConfig(eval_cache=setup["cache"], batch_size=8),
+                                 model=FrozenModel(setup["checkpoint"], setup["config"]),
+                                 evaluation=EvalConfig(mode="rank"), output_file=str(out))
     assert len(result["prompts"]) == 3 and "accuracy" in result["ensemble"]
     assert json.load(open(out))["ensemble"] == result["ensemble"]
     from xprompt_jax.main import main
@@ -122,11 +124,11 @@ def test_mismatched_prompts_are_refused_before_anything_is_loaded(setup, tmp_pat
     for odd, what in [(longer, "5 tokens x 64 wide"), (wider, "3 tokens x 8 wide")]:
         # A checkpoint that does not exist: the prompts are checked first.
         with pytest.raises(ConfigError, match="differ in length or width.*" + what):
-            ensembling.ensemble(prompt_sources=[setup["files"][0], odd], checkpoint="/nonexistent",
-                                cache="/nonexistent", model_config=setup["config"])
+            ensembling.ensemble([setup["files"][0], odd], data=DataConfig(eval_cache="/nonexistent"),
+                                model=FrozenModel("/nonexistent", setup["config"]))
     with pytest.raises(ConfigError, match="8 wide but the model is 64 wide"):
-        ensembling.ensemble(prompt_sources=[wider, wider], checkpoint="/nonexistent", cache="/nonexistent",
-                            model_config=setup["config"])
+        ensembling.ensemble([wider, wider], data=DataConfig(eval_cache="/nonexistent"),
+                            model=FrozenModel(None, setup["config"]))
     with pytest.raises(ConfigError, match="must be a list"):
         ensembling.load_prompts(setup["files"][0])
     with pytest.raises(ConfigError, match="no prompts"):

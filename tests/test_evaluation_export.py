@@ -8,13 +8,13 @@ from xprompt_jax import export
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.decoding import greedy_decode, score_targets
 from xprompt_jax.prompted import PromptSpec, build_prompted_t5
-from xprompt_jax.run import evaluation
+from xprompt_jax.run import evaluator as evaluation
 from xprompt_jax.t5_import import load_t5_checkpoint
 
 
 @pytest.fixture(scope="module")
 def prompted():
-    from conftest import shared_path
+    from helpers import shared_path
     config, frozen = load_t5_checkpoint(str(shared_path("fixtures", "hf_t5_v1_1_tiny")))
     model = build_prompted_t5(config, PromptSpec(length=3, init="uniform", pieces=4), frozen)
     trainable, masks = model.init(jax.random.PRNGKey(3))
@@ -52,7 +52,7 @@ def test_peft_adapter_loads_in_peft_and_gives_our_logits(prompted, tmp_path):
     torch = pytest.importorskip("torch")
     peft = pytest.importorskip("peft")
     import transformers
-    from conftest import shared_path
+    from helpers import shared_path
     config, frozen, model, trainable, masks = prompted
     prompt = np.asarray(model.prompt(trainable, masks))
     adapter = export.save_peft_adapter(str(tmp_path / "adapter"), prompt, "hf_t5_v1_1_tiny", config)

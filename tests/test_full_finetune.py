@@ -14,7 +14,7 @@ from xprompt_jax.prompted import PromptedT5
 
 @pytest.fixture(scope="module")
 def fixture_model():
-    from conftest import shared_path
+    from helpers import shared_path
 
     from xprompt_jax.t5_import import load_t5_checkpoint
     return load_t5_checkpoint(str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")),
@@ -67,14 +67,14 @@ def test_full_finetuning_changes_the_weights_and_shards_optimizer_state_like_the
 
 
 def test_full_finetune_gin_run():
+    from xprompt_jax import gin_configurables as configured
     from xprompt_jax.gin_flags import parse_gin
-    from xprompt_jax.run import loop as trainer
     gin.clear_config()
     try:
         parse_gin(["models/t5_1_1.gin", "sizes/base.gin", "runs/full_finetune.gin"], ["MODEL_DIR = '/tmp/x'"])
-        settings = trainer.train_settings()
-        assert settings["trainable"] == "model" and settings["batch_size"] == 16
-        assert gin.get_bindings("xprompt_jax.make_optimizer")["name"] == "adamw"
-        assert gin.get_bindings("xprompt_jax.learning_rate_schedule")["learning_rate"] == 1e-5
+        assert gin.query_parameter("xprompt_jax.train.trainable") == "model"
+        assert configured.DataConfig().batch_size == 16
+        assert configured.Optimizer().name == "adamw"
+        assert configured.LearningRate().learning_rate == 1e-5
     finally:
         gin.clear_config()

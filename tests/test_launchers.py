@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 TPU = str(REPO / "launch" / "tpu_pod.sh")
 GPU = str(REPO / "launch" / "gpu_multihost.sh")
@@ -25,7 +25,7 @@ GIN_ARGS = ["train", "--gin_file=models/t5_1_1.gin", "--gin_file=sizes/base.gin"
             "--gin_file=prompts/sampled_vocabulary.gin", "--gin_file=runs/prompt_tune.gin",
             "--gin.TASK='taskless_super_glue_rte_v102'",
             "--gin.CHECKPOINT='gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000'",
-            "--gin.RATIOS=[0.1, 0.5]", '--gin.xprompt_jax.train.eval_split="validation"',
+            "--gin.RATIOS=[0.1, 0.5]", '--gin.xprompt_jax.DataConfig.eval_split="validation"',
             "--gin.NOTE='it''s $HOME & `x`; \"q\"'"]
 
 
@@ -255,6 +255,6 @@ def test_gpu_missing_command(stubs):
 
 def test_a_url_model_dir_is_refused_with_the_mount_to_use():
     from xprompt_jax.errors import ConfigError
-    from xprompt_jax.run import loop as trainer
+    from xprompt_jax.run.loop import train
     with pytest.raises(ConfigError, match=r"MODEL_DIR gs://b/run is a URL.*mount the bucket"):
-        trainer.train(model_dir="gs://b/run")
+        train(model_dir="gs://b/run")

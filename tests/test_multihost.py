@@ -17,8 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from cache_helpers import train_command, write_label_task
-from conftest import REPO, shared_path
+from helpers import REPO, shared_path, train_command, write_label_task
 
 from xprompt_jax import distributed
 from xprompt_jax.distributed import (

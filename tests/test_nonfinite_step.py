@@ -1,7 +1,7 @@
 """A step whose loss or update is not finite leaves the state as it was and says so (issue 15)."""
 import jax
 import numpy as np
-from test_training_step import _batch, fixture_model  # noqa: F401  (a pytest fixture)
+from helpers import random_batch
 
 from xprompt_jax import partitioning, train_step
 from xprompt_jax.models.t5 import logical_axes
@@ -17,7 +17,7 @@ def _steps(model, config, frozen, learning_rate, steps=2):
     states, flags = [jax.device_put(state, shardings.state)], []
     for i in range(steps):
         new, metrics = step(states[-1], jax.device_put(frozen, shardings.frozen),
-                            partitioning.global_batch(_batch(seed=i), mesh))
+                            partitioning.global_batch(random_batch(seed=i), mesh))
         states.append(new)
         flags.append(bool(metrics["finite"]))
     return states, flags

@@ -49,7 +49,7 @@ def test_from_npy_round_trips_and_rejects_wrong_shape(tmp_path):
 
 
 def test_lester_fixture_prompt_loads(tmp_path):
-    from conftest import shared_path
+    from helpers import shared_path
     path = shared_path("fixtures", "prompt_5x256.npy")
     values = np.asarray(initializers.from_npy(str(path))(None, (5, 256)))
     assert values.shape == (5, 256) and np.isfinite(values).all()

@@ -49,7 +49,7 @@ def _masks(token_off=(), pieces_off=(), m=5, k=2):
 @pytest.fixture(scope="module")
 def tiny():
     """The T5X fixture (emb 4), a 5-token prompt in 2 pieces, moved off its init like a trained prompt."""
-    from conftest import shared_path
+    from helpers import shared_path
 
     from xprompt_jax.prompted import PromptSpec, build_prompted_t5
     from xprompt_jax.t5_import import load_t5_checkpoint

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 from flax import traverse_util
+from helpers import train as flat_train
 
 from xprompt_jax import partitioning, train_step
 from xprompt_jax.errors import ConfigError
@@ -21,7 +22,7 @@ from xprompt_jax.prompts import initializers
 from xprompt_jax.prompts import masks as mask_lib
 from xprompt_jax.prompts import reparameterized as rp
 from xprompt_jax.prompts.modules import Prompt
-from xprompt_jax.run import evaluation
+from xprompt_jax.run import evaluator as evaluation
 
 WIDTHS = {"small": 512, "base": 768, "large": 1024}   # T5 1.1 d_model (METHODS.md section 1)
 
@@ -151,7 +152,7 @@ def test_masks_apply_to_the_output_of_every_kind():
 
 @pytest.fixture(scope="module")
 def fixture_frozen():
-    from conftest import shared_path
+    from helpers import shared_path
 
     from xprompt_jax.t5_import import load_t5_checkpoint
     return load_t5_checkpoint(str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")),
@@ -235,12 +236,15 @@ def test_the_materialised_prompt_scores_exactly_as_the_network(fixture_frozen, n
 
 def test_trained_network_and_its_export_evaluate_identically(tmp_path):
     """The run exports the materialised prompt; ``evaluate`` on that file alone gives the network's metrics."""
-    from cache_helpers import write_label_task
-    from conftest import shared_path
+    from helpers import shared_path, write_label_task
 
     from xprompt_jax.models.config import t5_config
-    from xprompt_jax.run import loop as trainer
+    from xprompt_jax.optimizers import LearningRate, Optimizer
     from xprompt_jax.run.checkpoints import BestCheckpoint
+    from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel
+    from xprompt_jax.run.evaluate import evaluate
+    from xprompt_jax.run.evaluator import Evaluator
+    from xprompt_jax.run.frozen_model import load_frozen
     from xprompt_jax.vocabulary import load_vocabulary
     vocab = shared_path("fixtures", "t5_sentencepiece.model")
     checkpoint = str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3"))
@@ -249,33 +253,33 @@ def test_trained_network_and_its_export_evaluate_identically(tmp_path):
     spec = PromptSpec(kind="ept", length=3, init="uniform", pieces=2)
     config = t5_config("t5_1_1_prompt_tuning_test")
     run = tmp_path / "run"
-    result = trainer.train(model_dir=str(run), checkpoint=checkpoint, train_cache=train_cache, eval_cache=eval_cache,
+    result = flat_train(model_dir=str(run), checkpoint=checkpoint, train_cache=train_cache, eval_cache=eval_cache,
                            batch_size=8, train_steps=4, eval_period=2, checkpoint_period=4, log_period=2,
-                           model_config=config, prompt_spec=spec,
-                           optimizer=make_optimizer("adamw", learning_rate=0.3, weight_decay=0.01))
+                        model_config=config, prompt_spec=spec, optimizer=Optimizer("adamw", weight_decay=0.01),
+                        learning_rate=LearningRate(0.3))
     assert result["trainable_parameters"] == 3 * 4                    # 3e on the 4-wide fixture
     exported = np.load(run / "export" / "prompt.npy")
     assert exported.shape == (3, 4)
     np.testing.assert_array_equal(exported, np.broadcast_to(exported[:1], exported.shape))
 
     # The trained network itself (best checkpoint), scored on the eval split ...
-    _, frozen = trainer.load_frozen(checkpoint, config)
+    _, frozen = load_frozen(FrozenModel(checkpoint, config))
     model = build_prompted_t5(config, spec, frozen)
     params, _ = BestCheckpoint(str(run), "accuracy").restore()
     from xprompt_jax.data.cache import CachedSplit
     split = CachedSplit.open(eval_cache)
-    evaluator = trainer.Evaluator(model, split, load_vocabulary(str(vocab)), 8, "rank")
+    evaluator = Evaluator(model, split, load_vocabulary(str(vocab)), 8, "rank")
     network_texts = evaluator.predictions_text(params["trainable"], frozen, params["masks"])
     network_metrics = evaluator(params["trainable"], frozen, params["masks"])
     np.testing.assert_array_equal(np.asarray(model.prompt(params["trainable"], params["masks"])), exported)
     # ... and the exported file alone, through `xprompt-jax evaluate`'s entry point.
-    alone = trainer.evaluate(prompt_source=str(run), checkpoint=checkpoint, cache=eval_cache, batch_size=8,
-                             mode="rank", model_config=config)
+    alone = evaluate(str(run), data=DataConfig(eval_cache=eval_cache, batch_size=8),
+                     model=FrozenModel(checkpoint, config), evaluation=EvalConfig(mode="rank"))
     assert alone == network_metrics
     assert network_metrics["accuracy"] == result["best"]["accuracy"]
     alone_model = PromptedT5(config, Prompt(length=3, width=4, pieces=1, init_fn=initializers.from_array(exported)))
     alone_trainable, alone_masks = alone_model.init(jax.random.PRNGKey(0))
-    alone_texts = trainer.Evaluator(alone_model, split, load_vocabulary(str(vocab)), 8, "rank").predictions_text(
+    alone_texts = Evaluator(alone_model, split, load_vocabulary(str(vocab)), 8, "rank").predictions_text(
         alone_trainable, frozen, alone_masks)
     assert alone_texts == network_texts
 
@@ -295,13 +299,11 @@ def test_bad_sizes_are_refused_before_training(fixture_frozen, tmp_path):
     with pytest.raises(ConfigError, match="bottleneck"):
         PromptSpec(kind="resprompt", hidden=0)
     # Through the trainer: refused after the data is opened and before any state is built or compiled.
-    from cache_helpers import write_label_task
-    from conftest import shared_path
+    from helpers import shared_path, write_label_task
 
-    from xprompt_jax.run import loop as trainer
     cache = write_label_task(tmp_path / "train", shared_path("fixtures", "t5_sentencepiece.model"), n=8)
     with pytest.raises(ConfigError, match=r"1 <= r < e = 4"):
-        trainer.train(model_dir=str(tmp_path / "run"), train_cache=cache, eval_split=None, batch_size=8,
+        flat_train(model_dir=str(tmp_path / "run"), train_cache=cache, eval_split=None, batch_size=8,
                       train_steps=1, frozen_model=(config, frozen),
                       prompt_spec=PromptSpec(kind="ept", rank=7, length=1, init="uniform", pieces=2))
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -314,23 +316,22 @@ def test_bad_sizes_are_refused_before_training(fixture_frozen, tmp_path):
     ("runs/resprompt.gin", dict(kind="resprompt", length=10, hidden=400, resprompt_separate=False)),
 ])
 def test_run_files_carry_the_papers_defaults(run, expected):
+    from xprompt_jax import gin_configurables as configured
     from xprompt_jax.gin_flags import parse_gin
-    from xprompt_jax.optimizers import make_optimizer as configured_optimizer
-    from xprompt_jax.run import loop as trainer
     gin.clear_config()
     try:
         parse_gin(["models/t5_1_1.gin", "sizes/base.gin", run], ["MODEL_DIR = '/tmp/x'"])
-        spec = PromptSpec()
+        spec = configured.PromptSpec()
         assert {k: getattr(spec, k) for k in expected} == expected
-        settings = trainer.train_settings()
-        assert settings["batch_size"] == 16 and settings["input_length"] == 256
-        optimizer_bindings = gin.get_bindings("xprompt_jax.make_optimizer")
-        assert optimizer_bindings["name"] == "adamw" and optimizer_bindings["weight_decay"] == 0.01
-        assert gin.get_bindings("xprompt_jax.learning_rate_schedule")["learning_rate"] == 0.3
-        assert configured_optimizer() is not None
+        data = configured.DataConfig()
+        assert data.batch_size == 16 and data.input_length == 256
+        optimizer = configured.Optimizer()
+        assert optimizer.name == "adamw" and optimizer.weight_decay == 0.01
+        assert configured.LearningRate().learning_rate == 0.3
+        assert optimizer.build(configured.LearningRate().build()) is not None
         if run == "runs/ptuning.gin":
             parse_gin([], ["PTUNING_ENCODER = 'lstm'"])
-            assert PromptSpec().ptuning_encoder == "lstm"
+            assert configured.PromptSpec().ptuning_encoder == "lstm"
     finally:
         gin.clear_config()
 

@@ -3,7 +3,7 @@ builder declares them; and every spec's field order is T5's rule applied to the 
 import tempfile
 
 import pytest
-from conftest import shared_path
+from helpers import shared_path
 
 seqio = pytest.importorskip("seqio")
 tf = pytest.importorskip("tensorflow")

@@ -7,7 +7,7 @@ import tempfile
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from helpers import shared_path
 
 seqio = pytest.importorskip("seqio")
 tfds = pytest.importorskip("tensorflow_datasets")

@@ -7,7 +7,7 @@ import os
 import tempfile
 
 import pytest
-from conftest import shared_path
+from helpers import shared_path
 
 tfds = pytest.importorskip("tensorflow_datasets")
 seqio = pytest.importorskip("seqio")

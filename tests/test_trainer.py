@@ -8,13 +8,13 @@ import time
 
 import numpy as np
 import pytest
-from cache_helpers import train_command, write_label_task
-from conftest import REPO, shared_path
+from helpers import REPO, shared_path, train_command, write_label_task
+from helpers import train as flat_train
 
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import t5_config
+from xprompt_jax.optimizers import LearningRate
 from xprompt_jax.prompted import PromptSpec
-from xprompt_jax.run import loop as trainer
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def _train(data, model_dir, **overrides):
                   log_period=2, mesh_data=1, model_config=t5_config("t5_1_1_prompt_tuning_test"),
                   prompt_spec=PromptSpec(length=4, pieces=2))
     kwargs.update(overrides)
-    return trainer.train(**kwargs)
+    return flat_train(**kwargs)
 
 
 def test_run_folder_holds_checkpoints_best_metrics_summaries_and_exports(data, tmp_path):
@@ -54,8 +54,18 @@ def test_run_folder_holds_checkpoints_best_metrics_summaries_and_exports(data, t
 
 def test_restart_with_another_config_is_refused_before_training(data, tmp_path):
     _train(data, tmp_path / "run", train_steps=3)
-    with pytest.raises(ConfigError, match=r"different config \(prompt.length: 4 -> 6\)"):
+    with pytest.raises(ConfigError, match=r"different settings \(prompt.length: 4 -> 6\)"):
         _train(data, tmp_path / "run", prompt_spec=PromptSpec(length=6, pieces=2))
+    # Everything else that defines the run, too (issue 15): data, batch, learning rate, optimiser.
+    other_data = write_label_task(tmp_path / "other", shared_path("fixtures", "t5_sentencepiece.model"), n=16)
+    from xprompt_jax.optimizers import Optimizer
+    for change, field in [(dict(train_cache=other_data), "data.train_cache"), (dict(batch_size=4), "data.batch_size"),
+                          (dict(learning_rate=LearningRate(0.1)), "learning_rate.learning_rate: 0.3 -> 0.1"),
+                          (dict(optimizer=Optimizer("adamw")), "optimizer.name: 'adafactor' -> 'adamw'")]:
+        with pytest.raises(ConfigError, match=r"different settings \(.*" + field.replace(".", r"\.")):
+            _train(data, tmp_path / "run", **change)
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["3"]  # nothing more was written
+    assert _train(data, tmp_path / "run", train_steps=6)["step"] == 6  # longer is allowed: it resumes
 
 
 def test_wrong_width_or_vocabulary_checkpoint_is_refused(data, tmp_path):
@@ -111,7 +121,7 @@ def test_superglue_rte_from_the_official_files_end_to_end(data, tmp_path):
     superglue = shared_path("data", "superglue")
     vocab = shared_path("fixtures", "t5_sentencepiece.model")
     tasks.superglue.register_superglue(data_dir=str(superglue), vocab_path=str(vocab))
-    result = trainer.train(
+    result = flat_train(
         model_dir=str(tmp_path / "rte"), checkpoint=data["checkpoint"], task="taskless_super_glue_rte_v102",
         train_split="train_k16", eval_split="validation", data_cache_dir=str(tmp_path / "cache"),
         input_length=64, target_length=4, batch_size=8, train_steps=2, eval_period=2, checkpoint_period=2,
@@ -126,28 +136,30 @@ def test_superglue_rte_from_the_official_files_end_to_end(data, tmp_path):
 def test_early_stopping_and_best_checkpoint(data, tmp_path):
     """With a zero learning rate nothing improves: the run stops after `patience` stale evaluations and
     keeps the first evaluation as the best."""
-    from xprompt_jax.optimizers import make_optimizer
-    result = _train(data, tmp_path / "run", train_steps=30, eval_period=2, early_stopping_patience=2,
-                    optimizer=make_optimizer("sgd", learning_rate=0.0))
+    from xprompt_jax.optimizers import Optimizer
+    # Adafactor's update is clipped and scaled by the learning rate; SGD at a tiny rate changes nothing
+    # measurable (LearningRate refuses 0, which would be a misconfiguration in a real run).
+    tiny = dict(optimizer=Optimizer("sgd"), learning_rate=LearningRate(1e-30))
+    result = _train(data, tmp_path / "run", train_steps=30, eval_period=2, early_stopping_patience=2, **tiny)
     assert result["step"] == 6
     assert [h["step"] for h in result["history"]] == [2, 4, 6]
     assert result["best"]["step"] == 2
     assert "6" in os.listdir(tmp_path / "run" / "checkpoints")
-    again = _train(data, tmp_path / "run", train_steps=30, eval_period=2, early_stopping_patience=2,
-                   optimizer=make_optimizer("sgd", learning_rate=0.0))
-    assert again["step"] == 6 and again["history"] == []  # a stopped run stays stopped on restart
+    again = _train(data, tmp_path / "run", train_steps=30, eval_period=2, early_stopping_patience=2, **tiny)
+    assert again["step"] == 6 and again["history"] == result["history"]  # stopped stays stopped on restart
 
 
 def test_a_training_run_imports_no_tensorflow(data, tmp_path):
     """Training hosts may lack TensorFlow: a run from existing caches must never import it (nor seqio)."""
     code = (
         "import sys\n"
-        "from xprompt_jax.run import loop as trainer\n"
+        "from xprompt_jax.run.loop import train\n"
+        "from xprompt_jax.run.config import DataConfig, FrozenModel, ScheduleConfig\n"
         "from xprompt_jax.models.config import t5_config\n"
         "from xprompt_jax.prompted import PromptSpec\n"
-        f"trainer.train(model_dir={str(tmp_path / 'run')!r}, checkpoint={data['checkpoint']!r},\n"
-        f"    train_cache={data['train']!r}, eval_cache={data['eval']!r}, batch_size=8, train_steps=2,\n"
-        "    eval_period=2, checkpoint_period=2, model_config=t5_config('t5_1_1_prompt_tuning_test'),\n"
+        f"train({str(tmp_path / 'run')!r}, model=FrozenModel({data['checkpoint']!r}, t5_config('t5_1_1_prompt_tuning_test')),\n"
+        f"    data=DataConfig(train_cache={data['train']!r}, eval_cache={data['eval']!r}, batch_size=8),\n"
+        "    schedule=ScheduleConfig(train_steps=2, eval_period=2, checkpoint_period=2),\n"
         "    prompt_spec=PromptSpec(length=2, pieces=2))\n"
         "bad = [m for m in ('tensorflow', 'seqio', 'tensorflow_datasets') if m in sys.modules]\n"
         "assert not bad, bad\n")

@@ -5,13 +5,12 @@ import os
 import gin
 import numpy as np
 import pytest
-from cache_helpers import write_label_task
-from conftest import shared_path
+from helpers import shared_path, write_label_task
 
+from xprompt_jax import gin_configurables as configured
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.gin_flags import parse_gin
 from xprompt_jax.xprompt import pruning
-from xprompt_jax.xprompt import run as xprompt_run
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +26,17 @@ def _configure(caches, model_dir, extra=()):
     gin.clear_config()
     parse_gin(["sizes/prompt_tuning_test.gin", "runs/xprompt.gin"], [
         f"MODEL_DIR = '{model_dir}'", f"CHECKPOINT = '{caches['checkpoint']}'",
-        f"xprompt_jax.train.train_cache = '{caches['train']}'", f"xprompt_jax.train.eval_cache = '{caches['eval']}'",
+        f"xprompt_jax.DataConfig.train_cache = '{caches['train']}'", f"xprompt_jax.DataConfig.eval_cache = '{caches['eval']}'",
         "BATCH_SIZE = 8", "TRAIN_STEPS = 4", "EVAL_PERIOD = 2", "CHECKPOINT_PERIOD = 4",
-        "PROMPT_LENGTH = 4", "PIECES = 2", "RATIOS = [0.25, 0.5, 0.75]", "xprompt_jax.train.log_period = 100",
-        "xprompt_jax.train.mesh_data = 1",
+        "PROMPT_LENGTH = 4", "PIECES = 2", "RATIOS = [0.25, 0.5, 0.75]", "xprompt_jax.ScheduleConfig.log_period = 100",
+        "xprompt_jax.MeshConfig.data = 1",
         *extra])
 
 
 def _run(caches, model_dir, *extra):
     _configure(caches, model_dir, extra)
     try:
-        return xprompt_run.xprompt()
+        return configured.xprompt()
     finally:
         gin.clear_config()
 
@@ -124,13 +123,13 @@ def test_xprompt_transfer_starts_from_another_runs_pruned_prompt(caches, tmp_pat
                                                "xprompt_jax.PromptSpec.init = 'file'",
                                                f"xprompt_jax.PromptSpec.init_file = '{source}'"])
     try:
-        from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+        from xprompt_jax.prompted import build_prompted_t5
         from xprompt_jax.t5_import import load_t5_checkpoint
         config, frozen = load_t5_checkpoint(caches["checkpoint"], "t5_1_1_prompt_tuning_test")
         import jax
-        model = build_prompted_t5(config, PromptSpec(), frozen)
+        model = build_prompted_t5(config, configured.PromptSpec(), frozen)
         np.testing.assert_array_equal(np.asarray(model.init(jax.random.PRNGKey(0))[0]["prompt"]["prompt"]), exported)
-        summary = xprompt_run.xprompt()
+        summary = configured.xprompt()
     finally:
         gin.clear_config()
     assert summary["rows"][1]["parameters"] == 8

@@ -12,7 +12,7 @@ import site
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers import REPO
 
 
 def _run(*args, **kwargs):

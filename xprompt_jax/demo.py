@@ -24,9 +24,8 @@ import gin
 import jax
 
 from xprompt_jax import export
+from xprompt_jax import gin_configurables as configured
 from xprompt_jax.gin_flags import parse_gin
-from xprompt_jax.run import loop as trainer
-from xprompt_jax.xprompt import run as xprompt_run
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ def pretrain(work_dir: str, quick: bool) -> str:
         _write_small_cache(work_dir, "demo_pretrain", "train", QUICK["pretrain_examples"], (12, 10))
         _write_small_cache(work_dir, "demo_pretrain", "validation", 200, (12, 10))
     _configure(["runs/demo_pretrain.gin"], bindings)
-    trainer.train()
+    configured.train()
     return exported
 
 
@@ -69,17 +68,17 @@ def _write_small_cache(work_dir, task, split, count, lengths):
 def baselines(checkpoint: str, work_dir: str) -> Dict[str, float]:
     """Accuracy of the frozen model with no prompt, and with a random untrained prompt."""
     from xprompt_jax.prompted import PromptedT5, PromptSpec, build_prompted_t5
-    settings = trainer.train_settings()
-    split = trainer.open_split(settings["task"], settings["eval_split"], None, settings["data_cache_dir"],
-                               settings["input_length"], settings["target_length"])
-    vocabulary = trainer.split_vocabulary(split)
-    config, frozen = trainer.load_frozen(checkpoint, trainer.default_model_config(checkpoint))
+    from xprompt_jax.run.data import open_eval_split
+    from xprompt_jax.run.evaluator import Evaluator
+    from xprompt_jax.run.frozen_model import load_frozen
+    split, vocabulary = open_eval_split(configured.DataConfig())  # the gin-bound settings of the run
+    config, frozen = load_frozen(configured.FrozenModel(checkpoint=checkpoint))
     plain = PromptedT5(config, None)
-    no_prompt = trainer.Evaluator(plain, split, vocabulary, 100, "rank")({}, frozen, {})
-    spec = PromptSpec()
+    no_prompt = Evaluator(plain, split, vocabulary, 100, "rank")({}, frozen, {})
+    spec = configured.PromptSpec()
     random_model = build_prompted_t5(config, PromptSpec(**{**spec.to_dict(), "init": "uniform"}), frozen)
     trainable, masks = random_model.init(jax.random.PRNGKey(0))
-    random_prompt = trainer.Evaluator(random_model, split, vocabulary, 100, "rank")(trainable, frozen, masks)
+    random_prompt = Evaluator(random_model, split, vocabulary, 100, "rank")(trainable, frozen, masks)
     # The answer of 'max' is skewed towards 9 (the largest of 3-8 random digits): the honest floor is
     # always answering the most common digit, not 1 in 10.
     answers = [ex["targets_pretokenized"] for ex in split.examples]
@@ -105,7 +104,7 @@ def run_demo(work_dir: str = "xprompt_demo", quick: bool = False) -> dict:
     logger.info(f"[demo]     no prompt: accuracy {base['no prompt']:.1f}; random untrained prompt: "
                 f"{base['random prompt']:.1f}; always answering '{base['majority_answer']}': {base['majority']:.1f}")
     logger.info("[demo] 3/3 XPrompt: prompt tuning, importance scores, pruning, rewinding")
-    summary = xprompt_run.xprompt()
+    summary = configured.xprompt()
 
     rows = [{"stage": f"always answer '{base['majority_answer']}' (majority)", "ratio": None, "tokens": 0,
              "parameters": 0, "accuracy": base["majority"]},

@@ -19,7 +19,6 @@ import collections
 import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,8 +30,10 @@ from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.decoding import greedy_decode_encoded
 from xprompt_jax.models.t5 import T5
 from xprompt_jax.prompted import PromptedT5
-from xprompt_jax.run import evaluation
-from xprompt_jax.run.loop import Evaluator, eval_batches_with_validity
+from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel
+from xprompt_jax.run.data import buckets_for, open_eval_split
+from xprompt_jax.run.evaluator import Evaluator, in_example_order, rank_scores
+from xprompt_jax.run.frozen_model import load_frozen, model_config_for
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def ensemble_rank_predictions(model: PromptEnsemble, trainable, frozen, encoder_
     """(B, N) index of every prompt's best label, all prompts in one (B x N)-row forward pass."""
     batch, n = encoder_input_tokens.shape[0], model.num_prompts
     rows = jnp.repeat(encoder_input_tokens, n, axis=0)
-    scores = evaluation.rank_scores(model, trainable, frozen, {}, rows, label_ids)
+    scores = rank_scores(model, trainable, frozen, {}, rows, label_ids)
     return scores.reshape(batch, n, -1).argmax(-1)
 
 
@@ -128,20 +129,17 @@ class EnsembleEvaluator(Evaluator):
 
     def per_prompt_texts(self, trainable, frozen) -> List[List[str]]:
         """[example][prompt] predicted text, every batch run once for all N prompts."""
-        model, out = self.model, []
+        model = self.model
         if self.mode == "rank":
             fn = jax.jit(lambda t, f, x, labels: ensemble_rank_predictions(model, t, f, x, labels))
             labels = jnp.asarray(self.label_ids)
-            for batch, valid in eval_batches_with_validity(self.split, self.batch_size):
-                best = np.asarray(fn(trainable, frozen, batch["encoder_input_tokens"], labels))[valid]
-                out.extend([[self.info.label_names[i] for i in row] for row in best])
-        else:
-            length = self.max_decode_length
-            fn = jax.jit(lambda t, f, x: ensemble_greedy_tokens(model, t, f, x, length))
-            for batch, valid in eval_batches_with_validity(self.split, self.batch_size):
-                tokens = np.asarray(fn(trainable, frozen, batch["encoder_input_tokens"]))[valid]
-                out.extend([[self.vocabulary.decode(t) for t in row] for row in tokens])
-        return out
+            best = in_example_order(self.batches(), lambda b: np.asarray(
+                fn(trainable, frozen, b["encoder_input_tokens"], labels)))
+            return [[self.info.label_names[i] for i in row] for row in best]
+        length = self.max_decode_length
+        fn = jax.jit(lambda t, f, x: ensemble_greedy_tokens(model, t, f, x, length))
+        tokens = in_example_order(self.batches(), lambda b: np.asarray(fn(trainable, frozen, b["encoder_input_tokens"])))
+        return [[self.vocabulary.decode(t) for t in row] for row in tokens]
 
     def predictions_text(self, trainable, frozen, masks=None) -> list:
         return majority_vote(self.per_prompt_texts(trainable, frozen))
@@ -155,47 +153,38 @@ class EnsembleEvaluator(Evaluator):
         return {"ensemble": self.info.score(majority_vote(per_prompt), examples), "prompts": individual}
 
 
-@gin.configurable(module="xprompt_jax", denylist=["model_config"])
-def ensemble(prompt_sources: Sequence[str] = gin.REQUIRED,
-             checkpoint: Optional[str] = None,
-             task: Optional[str] = None,
-             split: str = "validation",
-             cache: Optional[str] = None,
-             data_cache_dir: Optional[str] = None,
-             vocabulary_path: Optional[str] = None,
-             input_length: int = 512,
-             target_length: int = 16,
-             batch_size: int = 32,
-             mode: str = "auto",
+def ensemble(prompt_sources: Sequence[str],
+             data: DataConfig = DataConfig(),
+             model: FrozenModel = FrozenModel(),
+             evaluation: EvalConfig = EvalConfig(),
              combine: str = "prefix",
-             seed: int = 0,
-             output_file: Optional[str] = None,
-             model_config: Optional[T5Config] = None) -> Dict[str, Any]:
-    """Score the majority vote of N saved prompts (and each prompt alone) on a task split.
+             output_file: Optional[str] = None) -> Dict[str, Any]:
+    """Score the majority vote of N saved prompts (and each prompt alone) on ``data.eval_split``.
 
-    ``batch_size`` counts examples: each batch runs ``batch_size x N`` rows. ``output_file``: write the
-    result as JSON there too.
+    ``data.batch_size`` counts examples: each batch runs ``batch_size x N`` rows. ``output_file``: write
+    the result as JSON there too.
     """
-    from xprompt_jax.run import loop as trainer
+    from xprompt_jax.run.loop import require_string
     if not isinstance(prompt_sources, (list, tuple, str)):  # an unset %gin.REQUIRED macro arrives as a sentinel
-        trainer.require_string("PROMPT_SOURCES", None, "ensemble.prompt_sources")
+        require_string("PROMPT_SOURCES", None, "ensemble.prompt_sources")
     prompts, sources = load_prompts(prompt_sources)  # bad prompts fail before anything is loaded
-    model_config = model_config if model_config is not None else trainer.default_model_config(checkpoint)
+    model_config = model_config_for(model)
     if model_config is not None and prompts.shape[2] != model_config.emb_dim:
         raise ConfigError(f"the ensemble's prompts are {prompts.shape[2]} wide but the model is "
                           f"{model_config.emb_dim} wide")
-    data = trainer.open_split(task, split, cache, data_cache_dir, input_length, target_length)
-    cached_length = data.features["encoder_input_tokens"].shape[1]
+    split, vocabulary = open_eval_split(data)
+    cached_length = split.features["encoder_input_tokens"].shape[1]
     if prompts.shape[1] > cached_length:
         raise ConfigError(f"the prompts ({prompts.shape[1]} tokens) are longer than the encoder input length "
                           f"({cached_length})")
-    vocabulary = trainer.split_vocabulary(data, vocabulary_path)
-    config, frozen = trainer.load_frozen(checkpoint, model_config, seed=seed)
-    model = PromptEnsemble(config, prompts, combine)
-    trainable, _ = model.init()
-    logger.info(f"[ensemble] {model.num_prompts} prompts of {model.length}x{config.emb_dim} on "
-                f"{data.meta.get('task')}:{data.meta.get('split')}, {batch_size}x{model.num_prompts} rows a batch")
-    result = EnsembleEvaluator(model, data, vocabulary, batch_size, mode).evaluate(trainable, frozen)
+    config, frozen = load_frozen(model, data.seed)
+    ensembled = PromptEnsemble(config, prompts, combine)
+    trainable, _ = ensembled.init()
+    batch_size = evaluation.batch_size or data.batch_size
+    logger.info(f"[ensemble] {ensembled.num_prompts} prompts of {ensembled.length}x{config.emb_dim} on "
+                f"{split.meta.get('task')}:{split.meta.get('split')}, {batch_size}x{ensembled.num_prompts} rows a batch")
+    result = EnsembleEvaluator(ensembled, split, vocabulary, batch_size, evaluation.mode,
+                               buckets=buckets_for(data, split)).evaluate(trainable, frozen)
     result["sources"] = sources
     for source, metrics in zip(sources, result["prompts"]):
         logger.info(f"[ensemble]   {source}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))

@@ -116,7 +116,18 @@ def load_peft_adapter(directory: str) -> np.ndarray:
 
 
 def load_prompt_source(path: str) -> Tuple[np.ndarray, str]:
-    """A prompt from a ``.npy`` file, a PEFT adapter folder, or a run's ``MODEL_DIR`` (its export)."""
+    """A prompt from a ``.npy`` file, a PEFT adapter folder, or a run's ``MODEL_DIR`` (its export).
+
+    NaN or Inf in it is refused: such a prompt comes from a diverged run and would score as a guess.
+    """
+    values, where = _read_prompt(path)
+    if not np.isfinite(values).all():
+        raise ConfigError(f"the prompt in {where} has {int((~np.isfinite(values)).sum())} non-finite values "
+                          "(NaN or Inf): it comes from a diverged run; retrain it with a lower LEARNING_RATE")
+    return values, where
+
+
+def _read_prompt(path: str) -> Tuple[np.ndarray, str]:
     candidates = [path, os.path.join(path, EXPORT_DIR, PROMPT_FILE), os.path.join(path, PROMPT_FILE)]
     for candidate in candidates:
         if os.path.isfile(candidate):
@@ -127,4 +138,5 @@ def load_prompt_source(path: str) -> Tuple[np.ndarray, str]:
     if os.path.isfile(os.path.join(path, "adapter_model.safetensors")):
         return load_peft_adapter(path), path
     raise ConfigError(f"no prompt at {path}: expected a .npy file, a PEFT adapter folder, or a run's MODEL_DIR "
-                      f"with {EXPORT_DIR}/{PROMPT_FILE} (run `xprompt-jax export` on it first)")
+                      f"with {EXPORT_DIR}/{PROMPT_FILE} (a finished `xprompt-jax train` or `xprompt-jax xprompt` "
+                      "run writes it)")

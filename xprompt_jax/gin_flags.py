@@ -57,21 +57,30 @@ class GinError(ValueError):
     """A gin file or binding that cannot be applied; the message names it."""
 
 
+_LAST_FILES: List[str] = []
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
     """Apply gin files in order, then the bindings. Unknown files, names or fields raise ``GinError``."""
     import logging
 
-    import xprompt_jax.ensembling  # noqa: F401
-    import xprompt_jax.models.config  # noqa: F401  registers the configurables gin files name
-    import xprompt_jax.optimizers  # noqa: F401
-    import xprompt_jax.prompted  # noqa: F401
-    import xprompt_jax.run.loop  # noqa: F401
-    import xprompt_jax.xprompt.run  # noqa: F401
+    from xprompt_jax import gin_configurables  # registers every configurable gin files name
+    from xprompt_jax.errors import ConfigError
+    from xprompt_jax.gin_checks import check_macro_bindings, loaded_texts
     root = logging.getLogger()
     if _drop_gin_resource_probe not in root.filters:
         root.addFilter(_drop_gin_resource_probe)
     gin.add_config_file_search_path(GIN_DIR)
     resolved = [resolve_gin_file(path) for path in files]
+    global _LAST_FILES
+    # Bindings layered on an earlier call's files (parse_gin(files, ...), then parse_gin([], more)) are
+    # checked against those files.
+    _LAST_FILES = resolved or _LAST_FILES
+    try:  # before gin applies anything: a misspelt macro or a replaced name would be lost silently
+        gin_configurables.check_renamed(loaded_texts(resolved, [GIN_DIR]) + list(bindings))
+        check_macro_bindings(_LAST_FILES, bindings, [GIN_DIR])
+    except ConfigError as err:
+        raise GinError(str(err)) from None
     try:
         gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=False)
     except (ValueError, KeyError, TypeError, SyntaxError) as err:

@@ -32,7 +32,8 @@ def _smoke(args: argparse.Namespace, gin_given: bool) -> int:
     from flax import traverse_util
 
     from xprompt_jax.errors import CheckpointError
-    from xprompt_jax.models.config import describe, t5_config
+    from xprompt_jax.gin_configurables import t5_config
+    from xprompt_jax.models.config import describe
     from xprompt_jax.models.decoding import (
         greedy_decode,
         shift_right,
@@ -118,8 +119,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except distributed.DistributedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.command == "ensemble":
-        import xprompt_jax.ensembling  # noqa: F401  registers xprompt_jax.ensemble for runs/ensemble.gin
     _compilation_cache_from_environment()
     try:
         gin.clear_config()  # one command, one configuration (matters when main() runs in-process)
@@ -151,27 +150,31 @@ def _without_gin_context(err: Exception) -> str:
 
 
 def _run_gin_entry(command: str) -> int:
-    """Run ``train``/``evaluate`` as gin configured them; bad settings exit 2 with one clear line."""
+    """Run ``train``/``evaluate``/``xprompt``/``ensemble`` as gin configured them.
 
-    from xprompt_jax import ensembling
-    from xprompt_jax.errors import CheckpointError, ConfigError
-    from xprompt_jax.run import loop as trainer
-    from xprompt_jax.xprompt import run as xprompt_run
-    entry = {"train": trainer.train, "evaluate": trainer.evaluate, "xprompt": xprompt_run.xprompt,
-             "ensemble": ensembling.ensemble}[command]
+    Bad settings exit 2 with one clear line; a preempted run (SIGTERM) saved its checkpoint and exits 0;
+    Ctrl-C ends with one line (130), not a traceback.
+    """
+    from xprompt_jax.errors import CheckpointError, ConfigError, DataError
+    from xprompt_jax.gin_configurables import ENTRY_POINTS
+    from xprompt_jax.run.preemption import RunPreempted
     try:
-        entry()
-    except (ConfigError, CheckpointError) as err:
+        ENTRY_POINTS[command]()
+    except RunPreempted as stop:
+        print(f"[{command}] {stop}", file=sys.stderr)
+        return 0
+    except KeyboardInterrupt:
+        print(f"[{command}] interrupted: checkpoints already written are kept; run the same command to resume",
+              file=sys.stderr)
+        return 130
+    except (ConfigError, CheckpointError, DataError) as err:
         print(f"error: {_without_gin_context(err)}", file=sys.stderr)
         return 2
-    except (ValueError, RuntimeError) as err:
-        if "Required bindings" in str(err) or "gin" in type(err).__module__:
-            print(f"error: gin: {err} (set it with --gin.NAME=VALUE, e.g. --gin.MODEL_DIR=\"'/tmp/run'\")",
-                  file=sys.stderr)
-            return 2
-        from xprompt_jax.errors import DataError
-        if isinstance(err, DataError):
-            print(f"error: {_without_gin_context(err)}", file=sys.stderr)
+    except (ValueError, RuntimeError, TypeError) as err:
+        text = str(err)
+        if "Required bindings" in text or "required positional argument" in text or "gin" in type(err).__module__:
+            print(f"error: gin: {_without_gin_context(err)} (set it with --gin.NAME=VALUE, e.g. "
+                  "--gin.MODEL_DIR=\"'/tmp/run'\")", file=sys.stderr)
             return 2
         raise
     return 0

@@ -5,13 +5,15 @@
 moment kept whole (not factored), and T5X's decoupled weight decay ``p <- (1 - wd) p - lr * u`` (not
 scaled by the learning rate, unlike ``optax.adafactor``'s). ``adamw`` is EPT's optimiser. Both take a
 schedule and optional global-norm clipping. Masked prompt entries get no update: the training step
-multiplies updates by the masks (see ``training``), so the optimiser stays mask-agnostic.
+multiplies updates by the masks (see ``train_step``), so the optimiser stays mask-agnostic.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 from typing import Optional
 
-import gin
 import jax
 import jax.numpy as jnp
 import optax
@@ -32,7 +34,6 @@ def decoupled_weight_decay(rate: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-@gin.configurable(module="xprompt_jax")
 def learning_rate_schedule(learning_rate: float = 0.3, schedule: str = "constant", warmup_steps: int = 0,
                            total_steps: Optional[int] = None, end_factor: float = 0.0):
     """'constant' (Lester et al.), 'linear' decay to ``end_factor``, 'cosine' or 'rsqrt' (T5 pre-training)."""
@@ -55,7 +56,6 @@ def learning_rate_schedule(learning_rate: float = 0.3, schedule: str = "constant
     return main
 
 
-@gin.configurable(module="xprompt_jax")
 def make_optimizer(name: str = "adafactor", learning_rate=None, decay_rate: float = 0.8,
                    weight_decay: Optional[float] = 1e-5, clipping_threshold: Optional[float] = 1.0,
                    factored: bool = False, multiply_by_parameter_scale: bool = False,
@@ -80,3 +80,66 @@ def make_optimizer(name: str = "adafactor", learning_rate=None, decay_rate: floa
     else:
         raise ConfigError(f"unknown make_optimizer.name {name!r}; choose 'adafactor', 'adamw' or 'sgd'")
     return optax.chain(*chain)
+
+
+SCHEDULES = ("constant", "linear", "cosine", "rsqrt")
+OPTIMIZERS = ("adafactor", "adamw", "sgd")
+
+
+def _check_number(value, name: str, *, positive: bool = False, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or (positive and value <= 0) or value < 0:
+        kind = "a positive number" if positive else "a number >= 0"
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningRate:
+    """The learning-rate schedule as settings (gin ``xprompt_jax.LearningRate``; macro LEARNING_RATE).
+
+    ``schedule()`` builds it; a run records these fields, so a restart with another rate is refused.
+    """
+    learning_rate: float = 0.3
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    total_steps: Optional[int] = None
+    end_factor: float = 0.0
+
+    def __post_init__(self):
+        _check_number(self.learning_rate, "LEARNING_RATE (LearningRate.learning_rate)", positive=True)
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"LearningRate.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        _check_number(self.warmup_steps, "LearningRate.warmup_steps")
+        _check_number(self.total_steps, "LearningRate.total_steps", positive=True, allow_none=True)
+        _check_number(self.end_factor, "LearningRate.end_factor")
+
+    def build(self):
+        return learning_rate_schedule(**dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """The optimiser as settings (gin ``xprompt_jax.Optimizer``); ``build(schedule)`` makes the optax chain."""
+    name: str = "adafactor"
+    decay_rate: float = 0.8
+    weight_decay: Optional[float] = 1e-5
+    clipping_threshold: Optional[float] = 1.0
+    factored: bool = False
+    multiply_by_parameter_scale: bool = False
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    global_norm_clip: Optional[float] = None
+
+    def __post_init__(self):
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"Optimizer.name must be one of {list(OPTIMIZERS)}, got {self.name!r}")
+        for field in ("decay_rate", "b1", "b2", "eps"):
+            _check_number(getattr(self, field), f"Optimizer.{field}")
+        for field in ("weight_decay", "clipping_threshold", "global_norm_clip"):
+            _check_number(getattr(self, field), f"Optimizer.{field}", allow_none=True)
+
+    def build(self, learning_rate) -> optax.GradientTransformation:
+        return make_optimizer(learning_rate=learning_rate, **dataclasses.asdict(self))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
-import gin
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -21,6 +20,10 @@ from xprompt_jax.models.t5 import T5
 from xprompt_jax.prompts import combine as combine_lib
 from xprompt_jax.prompts import initializers
 from xprompt_jax.prompts.modules import Prompt
+
+# The trainable (or frozen) tree's key for T5's own weights: present in the trainable tree only when the
+# model itself trains (full fine-tuning, trainable='model' or 'prompt+model').
+T5_WEIGHTS = "t5"
 
 PROMPT = "prompt"
 # A trainable-tree entry holding an already materialised m x e prompt (see PromptedT5.for_evaluation).
@@ -34,7 +37,6 @@ KIND_FIELDS = {"ept": ("kind", "rank"), "ptuning": ("kind", "hidden", "ptuning_e
                "resprompt": ("kind", "hidden", "resprompt_separate")}
 
 
-@gin.configurable(module="xprompt_jax")
 @dataclasses.dataclass(frozen=True)
 class PromptSpec:
     """What prompt a run trains. Defaults are Lester et al.'s (100 tokens, sampled vocabulary).
@@ -143,7 +145,7 @@ class PromptedT5:
 
     def t5_params(self, trainable, frozen):
         """The T5 weights in use: frozen ones, unless the run trains them (full fine-tuning)."""
-        return trainable.get("t5", frozen)
+        return trainable.get(T5_WEIGHTS, frozen)
 
     def prompt(self, trainable, masks):
         """The masked m x e prompt (or batch x m x e when the masks are per example)."""

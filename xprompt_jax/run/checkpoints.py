@@ -90,6 +90,17 @@ class BestCheckpoint:
         self.manager.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave({"trainable": trainable, "masks": masks}),
             metrics=ocp.args.JsonSave(metrics)), metrics=metrics, force=True)
+        if jax.process_count() > 1:
+            # orbax names its cross-process commit barrier after the step: the run checkpoint of the same
+            # step, saved right after, must not start its barrier while this one is open.
+            self.manager.wait_until_finished()
+
+    def drop_after(self, step: int) -> None:
+        """Delete best checkpoints written after ``step``: a run resumed from ``step`` evaluates them again."""
+        for saved in self.manager.all_steps():
+            if saved > step:
+                logger.info(f"[train] {self.directory}/{saved} is after the resumed step {step}: removed")
+                self.manager.delete(saved)
 
     def restore(self, template=None, step: Optional[int] = None):
         """``({'trainable', 'masks'}, metrics)`` of the best (or a given) step."""

@@ -48,3 +48,16 @@ class PreemptionWatcher:
             return local
         from jax.experimental import multihost_utils
         return bool(np.asarray(multihost_utils.process_allgather(np.array(local))).any())
+
+
+class RunPreempted(Exception):
+    """The run saved a checkpoint at ``step`` and stopped because the machine is being taken away.
+
+    Not an error: the CLI exits 0 with a message, and the same command resumes from ``step``. XPrompt
+    lets it pass, so a preempted stage writes no result and is resumed, not skipped.
+    """
+
+    def __init__(self, step: int, directory: str):
+        super().__init__(f"preempted: saved a checkpoint at step {step} in {directory}; run the same "
+                         "command again to resume")
+        self.step = step

@@ -19,23 +19,29 @@ exported prompt: compose ``prompts/from_file.gin`` with ``PROMPT_FILE`` = that r
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 from typing import Any, Dict, Optional, Sequence
 
-import gin
 import jax
 import numpy as np
 
 from xprompt_jax import export
+from xprompt_jax.data.task_cache import open_split
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.logs import is_main_process
+from xprompt_jax.optimizers import LearningRate, Optimizer
 from xprompt_jax.prompted import PromptSpec, build_prompted_t5
 from xprompt_jax.prompts import masks as mask_lib
-from xprompt_jax.run import loop as trainer
 from xprompt_jax.run.checkpoints import BestCheckpoint
+from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel, MeshConfig, ScheduleConfig
+from xprompt_jax.run.data import eval_batches
+from xprompt_jax.run.frozen_model import load_frozen
+from xprompt_jax.run.lock import prepare_model_dir
+from xprompt_jax.run.loop import check_model_dir, train
 from xprompt_jax.xprompt import heatmaps, pruning
 
 logger = logging.getLogger(__name__)
@@ -55,17 +61,37 @@ def _load_json(path: str) -> Optional[dict]:
     return None
 
 
-def _train_stage(directory: str, **kwargs) -> dict:
-    """One ``train()`` run, skipped when its ``result.json`` says it finished."""
-    done = _load_json(os.path.join(directory, RESULT_FILE))
-    if done is not None:
-        logger.info(f"[xprompt] {directory} already finished: skipped")
-        return done
-    result = trainer.train(model_dir=directory, **kwargs)
-    summary = {k: v for k, v in result.items() if k != "prompt"}
-    if is_main_process():
-        export.save_json(os.path.join(directory, RESULT_FILE), summary)
-    return summary
+SETTINGS_FILE = "xprompt_settings.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class StageInputs:
+    """What every stage's ``train()`` shares: the stage-1 schedule, data, optimiser and frozen model."""
+    data: DataConfig
+    schedule: ScheduleConfig
+    evaluation: EvalConfig
+    model: FrozenModel
+    optimizer: Optimizer
+    learning_rate: LearningRate
+    mesh: MeshConfig
+    frozen_model: Any
+
+    def train(self, directory: str, **kwargs) -> dict:
+        """One ``train()`` run, skipped when its ``result.json`` says it finished.
+
+        A preempted stage raises ``RunPreempted`` out of ``train`` and writes no result: it resumes.
+        """
+        done = _load_json(os.path.join(directory, RESULT_FILE))
+        if done is not None:
+            logger.info(f"[xprompt] {directory} already finished: skipped")
+            return done
+        result = train(directory, data=self.data, schedule=self.schedule, evaluation=self.evaluation,
+                       model=self.model, optimizer=self.optimizer, learning_rate=self.learning_rate, mesh=self.mesh,
+                       frozen_model=self.frozen_model, **kwargs)
+        summary = {k: v for k, v in result.items() if k != "prompt"}
+        if is_main_process():
+            export.save_json(os.path.join(directory, RESULT_FILE), summary)
+        return summary
 
 
 def _best_metric(result: dict, metric: str) -> Optional[float]:
@@ -73,8 +99,48 @@ def _best_metric(result: dict, metric: str) -> Optional[float]:
     return best.get(metric)
 
 
-@gin.configurable(module="xprompt_jax", denylist=["model_config", "prompt_spec"])
-def xprompt(model_dir: str = gin.REQUIRED,
+def check_settings(model_dir: str, settings: Dict[str, Any]) -> None:
+    """Record the settings that make the stages' outputs; a re-run with other ones is refused, by field."""
+    path = os.path.join(model_dir, SETTINGS_FILE)
+    settings = json.loads(json.dumps(settings))
+    previous = _load_json(path)
+    if previous is None:
+        if os.path.isdir(os.path.join(model_dir, "stage1")) and os.listdir(os.path.join(model_dir, "stage1")):
+            logger.warning(f"[xprompt] {model_dir} has stage outputs but no {SETTINGS_FILE} (an older run): "
+                           "they are reused as they are")
+        if is_main_process():
+            export.save_json(path, settings)
+        return
+    diffs = [f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(previous) | set(settings))
+             if previous.get(k) != settings.get(k)]
+    if diffs:
+        raise ConfigError(f"MODEL_DIR {model_dir} holds an XPrompt run made with other settings ({'; '.join(diffs)}); "
+                          "use a new MODEL_DIR, or restore the original settings to resume it")
+
+
+def _check_plan(ratios, level, reverse, variant, token_share, spec: PromptSpec, evaluation: EvalConfig) -> list:
+    """Everything about the pruning plan that can be wrong, before stage 1 trains."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"xprompt.variant must be one of {list(VARIANTS)}, got {variant!r}")
+    if level not in pruning.LEVELS:
+        raise ConfigError(f"xprompt.level must be one of {list(pruning.LEVELS)}, got {level!r}")
+    if not isinstance(reverse, bool):
+        raise ConfigError(f"xprompt.reverse must be True or False, got {reverse!r}")
+    if not isinstance(ratios, (list, tuple)) or not ratios:
+        raise ConfigError(f"xprompt.ratios (RATIOS) must be a list of compression ratios, e.g. [0.3, 0.5], "
+                          f"got {ratios!r}")
+    ratios = [pruning.check_ratio(r) for r in ratios]
+    if list(ratios) != sorted(set(ratios)):
+        raise ConfigError(f"xprompt.ratios must increase strictly, got {list(ratios)}")
+    if spec.kind != "prompt":
+        raise ConfigError(f"XPrompt prunes and rewinds a plain prompt matrix; PromptSpec.kind={spec.kind!r} "
+                          "(a reparameterised prompt) is not supported: use kind='prompt'")
+    for ratio in ratios:  # a ratio that prunes the whole prompt fails here, not after stage 1
+        pruning.plan_for_ratio(ratio, spec.length, spec.pieces, level=level, token_share=token_share)
+    return ratios
+
+
+def xprompt(model_dir: str,
             ratios: Sequence[float] = pruning.DEFAULT_RATIOS,
             level: str = "hierarchical",
             reverse: bool = False,
@@ -84,85 +150,91 @@ def xprompt(model_dir: str = gin.REQUIRED,
             importance_examples: Optional[int] = None,
             importance_batch_size: Optional[int] = None,
             heatmaps_png: bool = True,
-            seed: int = 0,
-            model_config=None,
+            data: DataConfig = DataConfig(),
+            schedule: ScheduleConfig = ScheduleConfig(),
+            evaluation: EvalConfig = EvalConfig(),
+            model: FrozenModel = FrozenModel(),
+            optimizer: Optimizer = Optimizer(),
+            learning_rate: LearningRate = LearningRate(),
+            mesh: MeshConfig = MeshConfig(),
             prompt_spec: Optional[PromptSpec] = None) -> Dict[str, Any]:
     """Run XPrompt's three stages; returns the summary table (also in ``MODEL_DIR/summary.json``).
 
-    Everything about training (task, data, model checkpoint, optimiser, steps) comes from the same
-    gin bindings as ``train`` (``runs/prompt_tune.gin``), so every rewind uses the stage-1 schedule.
-    ``importance_examples`` limits the training examples the scores average over (default: all).
+    Every stage trains with the same settings objects as ``train`` (``runs/xprompt.gin`` binds the
+    same ones), so every rewind uses the stage-1 schedule. ``importance_examples`` limits the training
+    examples the scores average over (default: all).
     """
-    trainer.require_string("MODEL_DIR", model_dir, "xprompt.model_dir")
-    if variant not in VARIANTS:
-        raise ConfigError(f"xprompt.variant must be one of {list(VARIANTS)}, got {variant!r}")
-    if level not in pruning.LEVELS:
-        raise ConfigError(f"xprompt.level must be one of {list(pruning.LEVELS)}, got {level!r}")
-    ratios = [pruning.check_ratio(r) for r in ratios]
-    if list(ratios) != sorted(set(ratios)):
-        raise ConfigError(f"xprompt.ratios must increase strictly, got {list(ratios)}")
+    check_model_dir(model_dir)
     prompt_spec = prompt_spec or PromptSpec()
-    if prompt_spec.kind != "prompt":
-        raise ConfigError(f"XPrompt prunes and rewinds a plain prompt matrix; PromptSpec.kind={prompt_spec.kind!r} "
-                          "(a reparameterised prompt) is not supported: use kind='prompt'")
-    settings = trainer.train_settings()
-    checkpoint = settings["checkpoint"]
-    model_config = model_config if model_config is not None else trainer.default_model_config(checkpoint)
-    config, frozen = trainer.load_frozen(checkpoint, model_config, settings["frozen_dtype"], seed)
+    ratios = _check_plan(ratios, level, reverse, variant, token_share, prompt_spec, evaluation)
+    prepare_model_dir(model_dir)
+    check_settings(model_dir, {"variant": variant, "level": level, "ratios": ratios, "reverse": reverse,
+                               "recompute_scores": recompute_scores, "token_share": token_share,
+                               "importance_examples": importance_examples, "seed": data.seed})
+    config, frozen = load_frozen(model, data.seed)
     mask_lib.check_pieces(config.emb_dim, prompt_spec.pieces)
-    metric = settings["eval_metric"]
-    common = dict(frozen_model=(config, frozen), model_config=config)
+    stages = StageInputs(data, schedule, evaluation, model, optimizer, learning_rate, mesh, (config, frozen))
+    metric = evaluation.metric
 
     # Stage 1: prompt tuning. Its best prompt is P*, the rewind point.
     stage1_dir = os.path.join(model_dir, "stage1")
-    stage1 = _train_stage(stage1_dir, prompt_spec=prompt_spec, **common)
+    stage1 = stages.train(stage1_dir, prompt_spec=prompt_spec)
     width = config.emb_dim
     rows = [{"stage": "prompt tuning", "ratio": 0.0, "tokens": prompt_spec.length,
              "parameters": prompt_spec.length * width, metric: _best_metric(stage1, metric)}]
     logger.info(f"[xprompt] stage 1 done: best {metric} {rows[0][metric]}")
-
     best_params, _ = BestCheckpoint(stage1_dir, metric).restore()
     p_star, stage1_masks = best_params["trainable"], best_params["masks"]
 
     # Stage 2: importance scores and masks for every ratio (masks only lose entries).
-    train_data = trainer.open_split(settings["task"], settings["train_split"], settings["train_cache"],
-                                    settings["data_cache_dir"], settings["input_length"], settings["target_length"])
-    model = build_prompted_t5(config, prompt_spec, frozen)
-    batch_size = importance_batch_size or settings["batch_size"]
-
-    def score_fn(masks):
-        return pruning.importance_scores(model, p_star, frozen, masks, trainer.eval_batches_with_validity(train_data, batch_size),
-                                         max_examples=importance_examples)
-
-    if variant == "random":
-        score_fn = pruning.random_score_fn(jax.random.PRNGKey(seed))
+    model_ = build_prompted_t5(config, prompt_spec, frozen)
+    score_fn = _score_fn(model_, p_star, frozen, data, variant, importance_examples, importance_batch_size)
     plan = _plan_masks(model_dir, ratios, score_fn, stage1_masks, level, reverse, recompute_scores, token_share,
                        heatmaps_png)
 
     # Stage 3: rewind to P* under each ratio's masks and retrain with the stage-1 schedule.
     for ratio, masks in plan:
-        directory = os.path.join(model_dir, "rewind", _ratio_name(ratio))
-        surviving = pruning.surviving_parameter_count(masks, width)
-        if variant == "length":
-            tokens = max(1, math.ceil(surviving / width))
-            spec = PromptSpec(**{**prompt_spec.to_dict(), "length": tokens})
-            result = _train_stage(directory, prompt_spec=spec, **common)
-            surviving = tokens * width
-        else:
-            result = _train_stage(directory, prompt_spec=prompt_spec,
-                                  initial_trainable=pruning.rewind(p_star, masks),
-                                  initial_masks={k: np.asarray(v) for k, v in masks.items()}, **common)
-            tokens = int(np.asarray(masks[mask_lib.TOKEN_MASK]).sum())
-        rows.append({"stage": f"{variant} {level}{' reversed' if reverse else ''}", "ratio": ratio,
-                     "tokens": tokens, "parameters": surviving, metric: _best_metric(result, metric)})
-        logger.info(f"[xprompt] ratio {ratio:.2f}: {surviving} parameters, best {metric} {rows[-1][metric]}")
-
+        rows.append(_rewind_stage(stages, model_dir, ratio, masks, p_star, prompt_spec, variant, level, reverse,
+                                  width, metric))
     summary = {"metric": metric, "variant": variant, "level": level, "reverse": reverse, "rows": rows}
     if is_main_process():
         export.save_json(os.path.join(model_dir, "summary.json"), summary)
-        _export_best(model_dir, rows, plan, p_star, model, metric)
+        _export_best(model_dir, rows, plan, p_star, model_, metric)
         logger.info(format_table(rows, metric))
     return summary
+
+
+def _score_fn(model, p_star, frozen, data: DataConfig, variant, importance_examples, importance_batch_size):
+    """Importance at given masks: expected |dL/dmask| on the training split (or random, for Random Prompt)."""
+    if variant == "random":
+        return pruning.random_score_fn(jax.random.PRNGKey(data.seed))
+    train_data = open_split(data.task, data.train_split, data.train_cache, data.cache_dir, data.input_length,
+                            data.target_length)
+    batch_size = importance_batch_size or data.batch_size
+
+    def score_fn(masks):
+        batches = ((batch, valid) for batch, valid, _ in eval_batches(train_data, batch_size))
+        return pruning.importance_scores(model, p_star, frozen, masks, batches, max_examples=importance_examples)
+    return score_fn
+
+
+def _rewind_stage(stages: StageInputs, model_dir, ratio, masks, p_star, prompt_spec, variant, level, reverse,
+                  width, metric) -> dict:
+    directory = os.path.join(model_dir, "rewind", _ratio_name(ratio))
+    surviving = pruning.surviving_parameter_count(masks, width)
+    if variant == "length":
+        tokens = max(1, math.ceil(surviving / width))
+        spec = PromptSpec(**{**prompt_spec.to_dict(), "length": tokens})
+        result = stages.train(directory, prompt_spec=spec)
+        surviving = tokens * width
+    else:
+        result = stages.train(directory, prompt_spec=prompt_spec, initial_trainable=pruning.rewind(p_star, masks),
+                              initial_masks={k: np.asarray(v) for k, v in masks.items()})
+        tokens = int(np.asarray(masks[mask_lib.TOKEN_MASK]).sum())
+    row = {"stage": f"{variant} {level}{' reversed' if reverse else ''}", "ratio": ratio,
+           "tokens": tokens, "parameters": surviving, metric: _best_metric(result, metric)}
+    logger.info(f"[xprompt] ratio {ratio:.2f}: {surviving} parameters, best {metric} {row[metric]}")
+    return row
 
 
 def _plan_masks(model_dir, ratios, score_fn, stage1_masks, level, reverse, recompute, token_share, draw):

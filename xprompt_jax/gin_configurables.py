@@ -1,0 +1,76 @@
+"""Where gin meets the library: every name a gin file binds is registered here, at the entry point.
+
+Library functions and settings classes know nothing of gin (as in T5X, where ``gin.configurable`` is
+applied in the entry modules); the CLI (``main.py``) and the demo call the configured versions below.
+A binding of a name this project used before the settings objects (``xprompt_jax.train.batch_size``)
+is answered with the name that replaced it (``RENAMED``).
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+import gin
+
+from xprompt_jax import ensembling, optimizers
+from xprompt_jax.errors import ConfigError
+from xprompt_jax.models import config as model_config
+from xprompt_jax.prompted import PromptSpec as _PromptSpec
+from xprompt_jax.run import config as run_config
+from xprompt_jax.run import evaluate as run_evaluate
+from xprompt_jax.run import loop
+from xprompt_jax.xprompt import run as xprompt_run
+
+MODULE = "xprompt_jax"
+
+# Entry points: what `xprompt-jax train|evaluate|xprompt|ensemble` call.
+train = gin.external_configurable(loop.train, module=MODULE)
+evaluate = gin.external_configurable(run_evaluate.evaluate, module=MODULE)
+xprompt = gin.external_configurable(xprompt_run.xprompt, module=MODULE)
+ensemble = gin.external_configurable(ensembling.ensemble, module=MODULE)
+
+# Settings objects, built in gin files with @xprompt_jax.Name().
+DataConfig = gin.external_configurable(run_config.DataConfig, module=MODULE)
+ScheduleConfig = gin.external_configurable(run_config.ScheduleConfig, module=MODULE)
+EvalConfig = gin.external_configurable(run_config.EvalConfig, module=MODULE)
+FrozenModel = gin.external_configurable(run_config.FrozenModel, module=MODULE)
+MeshConfig = gin.external_configurable(run_config.MeshConfig, module=MODULE)
+Optimizer = gin.external_configurable(optimizers.Optimizer, module=MODULE)
+LearningRate = gin.external_configurable(optimizers.LearningRate, module=MODULE)
+PromptSpec = gin.external_configurable(_PromptSpec, name="PromptSpec", module=MODULE)
+t5_config = gin.external_configurable(model_config.t5_config, module=MODULE)
+
+ENTRY_POINTS = {"train": train, "evaluate": evaluate, "xprompt": xprompt, "ensemble": ensemble}
+
+# Bindings of the flat-argument era -> the settings field that replaced them.
+_DATA = ("task", "train_split", "eval_split", "train_cache", "eval_cache", "vocabulary_path", "input_length",
+         "target_length", "batch_size", "seed")
+_SCHEDULE = ("train_steps", "eval_period", "checkpoint_period", "keep_checkpoints", "accumulation_steps",
+             "log_period", "early_stopping_patience")
+RENAMED = {
+    **{f"xprompt_jax.train.{f}": f"xprompt_jax.DataConfig.{f}" for f in _DATA},
+    "xprompt_jax.train.data_cache_dir": "xprompt_jax.DataConfig.cache_dir",
+    **{f"xprompt_jax.train.{f}": f"xprompt_jax.ScheduleConfig.{f}" for f in _SCHEDULE},
+    "xprompt_jax.train.eval_metric": "xprompt_jax.EvalConfig.metric",
+    "xprompt_jax.train.eval_mode": "xprompt_jax.EvalConfig.mode",
+    "xprompt_jax.train.eval_batch_size": "xprompt_jax.EvalConfig.batch_size",
+    "xprompt_jax.train.checkpoint": "xprompt_jax.FrozenModel.checkpoint",
+    "xprompt_jax.train.frozen_dtype": "xprompt_jax.FrozenModel.dtype",
+    "xprompt_jax.train.mesh_data": "xprompt_jax.MeshConfig.data",
+    "xprompt_jax.train.mesh_model": "xprompt_jax.MeshConfig.model",
+    **{f"xprompt_jax.make_optimizer.{f}": f"xprompt_jax.Optimizer.{f}"
+       for f in ("name", "decay_rate", "weight_decay", "clipping_threshold", "factored",
+                 "multiply_by_parameter_scale", "b1", "b2", "eps", "global_norm_clip")},
+    **{f"xprompt_jax.learning_rate_schedule.{f}": f"xprompt_jax.LearningRate.{f}"
+       for f in ("learning_rate", "schedule", "warmup_steps", "total_steps", "end_factor")},
+}
+_BINDING = re.compile(r"^\s*([\w.]+)\s*=", re.M)
+
+
+def check_renamed(texts: Iterable[str]) -> None:
+    """Refuse a binding of a replaced name, naming its replacement (gin would say only 'no such parameter')."""
+    for text in texts:
+        for name in _BINDING.findall(text):
+            if name in RENAMED:
+                raise ConfigError(f"{name} is now {RENAMED[name]} (the run takes settings objects; "
+                                  "see xprompt_jax/run/config.py): rename the binding")

@@ -1,0 +1,163 @@
+"""The settings of a run as typed objects, checked when they are built.
+
+T5X passes ``DatasetConfig``, a partitioner and a checkpoint config into ``train``; this project does
+the same: gin files build these with ``@xprompt_jax.DataConfig()`` & co. (``gin_configurables.py``
+registers them) and pass them to ``run.loop.train``, which reads no global state. Each object checks
+its fields in ``__post_init__``, so ``BATCH_SIZE=0`` or ``EVAL_PERIOD='x'`` is one line naming the macro
+before any data is read or any model is loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, Dict, Optional, Tuple
+
+from xprompt_jax.errors import ConfigError
+from xprompt_jax.models.config import T5Config
+
+
+def check_int(value, name: str, *, minimum: int = 1, allow_none: bool = False) -> None:
+    """An integer >= ``minimum`` (bools and floats refused), else one ConfigError naming ``name``."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_choice(value, name: str, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def check_optional_string(value, name: str) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{name} must be a non-empty string or None, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which examples, how they are cut and batched: gin ``xprompt_jax.DataConfig`` (macros TASK, BATCH_SIZE ...).
+
+    ``task`` names a registered seqio task (its cache is written on first use under ``cache_dir``), or
+    ``train_cache``/``eval_cache`` name cache folders directly. ``length_buckets`` pads each batch only
+    to the smallest of a few static lengths that holds its longest example (results unchanged, much less
+    encoder work on real data); ``group_by_length`` also sorts examples by length within windows
+    before batching (changes the batches, so a run records it).
+    """
+    task: Optional[str] = None
+    train_split: str = "train"
+    eval_split: Optional[str] = "validation"
+    train_cache: Optional[str] = None
+    eval_cache: Optional[str] = None
+    cache_dir: Optional[str] = None
+    vocabulary_path: Optional[str] = None
+    input_length: int = 512
+    target_length: int = 16
+    batch_size: int = 32
+    seed: int = 0
+    length_buckets: bool = True
+    group_by_length: bool = False
+
+    def __post_init__(self):
+        check_optional_string(self.task, "TASK (DataConfig.task)")
+        for field in ("train_cache", "eval_cache", "cache_dir", "vocabulary_path", "eval_split"):
+            check_optional_string(getattr(self, field), f"DataConfig.{field}")
+        if not isinstance(self.train_split, str) or not self.train_split:
+            raise ConfigError(f"TRAIN_SPLIT (DataConfig.train_split) must be a split name, got {self.train_split!r}")
+        check_int(self.input_length, "INPUT_LENGTH (DataConfig.input_length)")
+        check_int(self.target_length, "TARGET_LENGTH (DataConfig.target_length)")
+        check_int(self.batch_size, "BATCH_SIZE (DataConfig.batch_size)")
+        check_int(self.seed, "SEED (DataConfig.seed)", minimum=0)
+        for field in ("length_buckets", "group_by_length"):
+            if not isinstance(getattr(self, field), bool):
+                raise ConfigError(f"DataConfig.{field} must be True or False, got {getattr(self, field)!r}")
+
+    def defines_the_run(self) -> Dict[str, Any]:
+        """What a restart must not change (buckets only change padding, so they are left out)."""
+        names = ("task", "train_split", "eval_split", "input_length", "target_length", "batch_size", "seed",
+                 "group_by_length")
+        record = {name: getattr(self, name) for name in names}
+        if not self.task:  # caches named directly: the folders are the data
+            record.update(train_cache=self.train_cache, eval_cache=self.eval_cache)
+        return record
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """How long and how often: gin ``xprompt_jax.ScheduleConfig`` (TRAIN_STEPS, EVAL_PERIOD, CHECKPOINT_PERIOD)."""
+    train_steps: int = 30000
+    eval_period: int = 1000
+    checkpoint_period: int = 1000
+    keep_checkpoints: int = 3
+    accumulation_steps: int = 1
+    log_period: int = 100
+    early_stopping_patience: Optional[int] = None
+
+    def __post_init__(self):
+        check_int(self.train_steps, "TRAIN_STEPS (ScheduleConfig.train_steps)")
+        check_int(self.eval_period, "EVAL_PERIOD (ScheduleConfig.eval_period)")
+        check_int(self.checkpoint_period, "CHECKPOINT_PERIOD (ScheduleConfig.checkpoint_period)")
+        check_int(self.keep_checkpoints, "ScheduleConfig.keep_checkpoints")
+        check_int(self.accumulation_steps, "ScheduleConfig.accumulation_steps")
+        check_int(self.log_period, "ScheduleConfig.log_period")
+        check_int(self.early_stopping_patience, "ScheduleConfig.early_stopping_patience", allow_none=True)
+
+    def check_batch(self, batch_size: int) -> None:
+        if batch_size % self.accumulation_steps:
+            raise ConfigError(f"ScheduleConfig.accumulation_steps={self.accumulation_steps} must divide "
+                              f"BATCH_SIZE={batch_size}")
+
+
+EVAL_MODES = ("auto", "rank", "decode")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """How a prompt is scored: gin ``xprompt_jax.EvalConfig`` (EVAL_METRIC); ``mode`` 'rank', 'decode' or 'auto'."""
+    metric: str = "accuracy"
+    mode: str = "auto"
+    batch_size: Optional[int] = None
+
+    def __post_init__(self):
+        if not isinstance(self.metric, str) or not self.metric:
+            raise ConfigError(f"EVAL_METRIC (EvalConfig.metric) must be a metric name, got {self.metric!r}")
+        check_choice(self.mode, "EvalConfig.mode", EVAL_MODES)
+        check_int(self.batch_size, "EvalConfig.batch_size", allow_none=True)
+
+
+FROZEN_DTYPES = (None, "float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenModel:
+    """Where the frozen T5 comes from: gin ``xprompt_jax.FrozenModel`` (CHECKPOINT, FROZEN_DTYPE).
+
+    ``checkpoint``: a T5X checkpoint (its architecture from ``config``, i.e. the models/ and sizes/ gin
+    files) or a Hugging Face T5 folder (which carries its own config; ``config`` is then ignored), or
+    None for random weights (pre-training, tests, benchmarks). ``dtype='bfloat16'`` halves the frozen
+    weights' memory; the prompt stays float32.
+    """
+    checkpoint: Optional[str] = None
+    config: Optional[T5Config] = None
+    dtype: Optional[str] = None
+
+    def __post_init__(self):
+        check_optional_string(self.checkpoint, "CHECKPOINT (FrozenModel.checkpoint)")
+        if self.dtype not in FROZEN_DTYPES:
+            raise ConfigError(f"FROZEN_DTYPE (FrozenModel.dtype) must be one of {list(FROZEN_DTYPES)}, "
+                              f"got {self.dtype!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """The device mesh: ``data`` x ``model`` axes (-1: all remaining devices), as T5X's partitioner."""
+    data: int = -1
+    model: int = 1
+
+    def __post_init__(self):
+        if self.data != -1:
+            check_int(self.data, "MeshConfig.data")
+        check_int(self.model, "MeshConfig.model")
+
+
+TRAINABLE = ("prompt", "model", "prompt+model")

@@ -1,0 +1,46 @@
+"""The frozen T5 a run adapts: read from a T5X or Hugging Face checkpoint, or random for tests and pre-training."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Tuple
+
+import jax
+import numpy as np
+
+from xprompt_jax.errors import ConfigError
+from xprompt_jax.models.config import T5Config
+from xprompt_jax.models.t5 import init_params
+from xprompt_jax.run.config import FrozenModel
+
+logger = logging.getLogger(__name__)
+
+
+def model_config_for(source: FrozenModel):
+    """The architecture to read ``source.checkpoint`` with: Hugging Face folders carry their own."""
+    if source.checkpoint:
+        from xprompt_jax.t5_import import resolve_checkpoint
+        if resolve_checkpoint(source.checkpoint)[1] == "huggingface":
+            return None
+    return source.config
+
+
+def load_frozen(source: FrozenModel, seed: int = 0) -> Tuple[T5Config, Any]:
+    """(config, params) of the frozen model; random weights (seeded) when no checkpoint is given."""
+    config = model_config_for(source)
+    if source.checkpoint:
+        from xprompt_jax.t5_import import load_t5_checkpoint
+        return load_t5_checkpoint(source.checkpoint, config, param_dtype=source.dtype)
+    if config is None:
+        raise ConfigError("CHECKPOINT (FrozenModel.checkpoint) is unset and no model config is given: set "
+                          "CHECKPOINT (a T5X or Hugging Face T5 checkpoint) or compose a sizes/ gin file")
+    logger.info("[train] no checkpoint given: the model starts from random weights (pre-training, tests, benchmarks)")
+    params = jax.tree.map(np.asarray, init_params(config, jax.random.PRNGKey(seed)))
+    if source.dtype:
+        params = jax.tree.map(lambda x: x.astype(source.dtype), params)
+    return config, params
+
+
+def check_vocabulary(config: T5Config, vocabulary, checkpoint) -> None:
+    if vocabulary.piece_count > config.vocab_size:
+        raise ConfigError(f"the vocabulary {vocabulary.path} has {vocabulary.piece_count} pieces but the model "
+                          f"{checkpoint or ''} embeds only {config.vocab_size}; use the model's own vocabulary")

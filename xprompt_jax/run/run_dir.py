@@ -1,0 +1,116 @@
+"""The files a run keeps in ``MODEL_DIR`` besides its checkpoints.
+
+    run_config.json      what defines the run (model, prompt, data, optimiser ...); a restart that
+                         changes any of it is refused, naming the field
+    eval_metrics.jsonl   one line per evaluation, each step once (a resumed run first drops the lines
+                         after the step it resumes from: they are evaluated again)
+    stopped_early.json   the step early stopping ended the run at (a restart does not train on)
+    train/, eval/        TensorBoard summaries (tensorboardX: no TensorFlow)
+    export/              the best prompt (``export.py``)
+
+Only process 0 writes; every process reads.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from xprompt_jax import export
+from xprompt_jax.errors import ConfigError
+from xprompt_jax.logs import is_main_process
+
+RUN_CONFIG = "run_config.json"
+METRICS_FILE = "eval_metrics.jsonl"
+STOPPED_EARLY = "stopped_early.json"
+# Sections compared whole (a key added or removed is a change too); the others key by key, so a
+# run_config.json written before a section gained a field still resumes.
+WHOLE_SECTIONS = ("model", "prompt", "trainable")
+
+
+def _differences(section: str, old, new) -> List[str]:
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [] if old == new else [f"{section}: {old!r} -> {new!r}"]
+    keys = set(old) | set(new) if section in WHOLE_SECTIONS else set(old) & set(new)
+    return [f"{section}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(keys) if old.get(k) != new.get(k)]
+
+
+class RunDir:
+    """``MODEL_DIR``'s bookkeeping: the run's config, its metrics log and the early-stop marker."""
+
+    def __init__(self, model_dir: str):
+        self.path = model_dir
+        self.metrics_path = os.path.join(model_dir, METRICS_FILE)
+        self.export_dir = os.path.join(model_dir, export.EXPORT_DIR)
+
+    # -- run_config.json --------------------------------------------------------------------------
+    def check_config(self, run_config: Dict[str, Any]) -> None:
+        """Write ``run_config.json``, or refuse to continue a run written with different settings."""
+        path = os.path.join(self.path, RUN_CONFIG)
+        new = json.loads(json.dumps(run_config))
+        if os.path.exists(path):
+            with open(path) as f:
+                previous = json.load(f)
+            diffs = [d for section in new if section in previous
+                     for d in _differences(section, previous[section], new[section])]
+            if diffs:
+                raise ConfigError(f"MODEL_DIR {self.path} holds a run with different settings ({'; '.join(diffs)}); "
+                                  "use a new MODEL_DIR to start afresh, or restore the original settings to resume it")
+        elif is_main_process():
+            export.save_json(path, new)
+
+    # -- eval_metrics.jsonl -----------------------------------------------------------------------
+    def history(self) -> List[dict]:
+        if not os.path.exists(self.metrics_path):
+            return []
+        with open(self.metrics_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def keep_history_through(self, step: int) -> List[dict]:
+        """Drop evaluations after ``step`` (a resumed run repeats them); returns the kept lines."""
+        lines = self.history()
+        kept = [r for r in lines if r["step"] <= step]
+        if len(kept) != len(lines) and is_main_process():
+            tmp = f"{self.metrics_path}.tmp"
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+            os.replace(tmp, self.metrics_path)
+        return kept
+
+    def append_metrics(self, record: dict) -> None:
+        if is_main_process():
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # -- stopped_early.json -----------------------------------------------------------------------
+    def stopped_early_at(self) -> Optional[int]:
+        path = os.path.join(self.path, STOPPED_EARLY)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)["step"]
+
+    def mark_stopped_early(self, step: int) -> None:
+        if is_main_process():
+            export.save_json(os.path.join(self.path, STOPPED_EARLY), {"step": step})
+
+
+class Summaries:
+    """TensorBoard scalars (tensorboardX: no TensorFlow), written by process 0 only."""
+
+    def __init__(self, model_dir: str, enabled: bool = True):
+        self.writers = {}
+        if enabled and is_main_process():
+            from tensorboardX import SummaryWriter
+            self.writers = {name: SummaryWriter(os.path.join(model_dir, name)) for name in ("train", "eval")}
+
+    def scalars(self, kind: str, step: int, values: Dict[str, float]):
+        writer = self.writers.get(kind)
+        if writer is not None:
+            for k, v in values.items():
+                writer.add_scalar(k, float(v), step)
+            writer.flush()
+
+    def close(self):
+        for writer in self.writers.values():
+            writer.close()
