@@ -23,9 +23,9 @@ import seqio
 
 from tasks import preprocessors as text_steps
 from tasks import superglue_files as files
+from tasks.errors import TaskDataError as DataError
 from tasks.sources import TaskSource
 from tasks.specs import TASK_SPECS, TaskSpec
-from xprompt_jax.errors import DataError
 
 DEFAULT_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
 VOCAB_PATH_ENV = "XPROMPT_VOCAB_PATH"
