@@ -1,10 +1,19 @@
 """The data side's guards (issues 15, 16): quiet TensorFlow, clear vocabulary errors, damaged caches,
 stale caches rewritten when their sources change, bounded waits on gs:// paths."""
+import json
 import os
+import shutil
 import subprocess
 import sys
 
-from conftest import REPO
+import numpy as np
+import pytest
+from cache_helpers import write_label_task
+from conftest import REPO, shared_path
+
+from xprompt_jax.data.cache import CachedSplit
+from xprompt_jax.data.task_cache import open_split
+from xprompt_jax.errors import DataError
 
 
 def _python(code, env_changes=None, drop=()):
@@ -29,3 +38,156 @@ def test_task_modules_keep_tensorflow_start_up_logging_quiet():
 def test_a_tensorflow_log_level_the_user_set_wins():
     done = _python("import os, tasks; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])", {"TF_CPP_MIN_LOG_LEVEL": "1"})
     assert done.stdout.strip() == "1", done.stderr
+
+
+# -- the task cache follows its sources (issue 16) and is checked against meta.json (issue 15) ------
+CB = "taskless_super_glue_cb_v102"
+LENGTHS = (256, 8)
+
+
+@pytest.fixture
+def cb_dirs(tmp_path):
+    """CB's official validation file copied into a SuperGLUE folder of this test's own, and the T5 vocabulary."""
+    pytest.importorskip("seqio")
+    folder = tmp_path / "superglue"
+    (folder / "CB").mkdir(parents=True)
+    shutil.copy(shared_path("data", "superglue", "CB", "val.jsonl"), folder / "CB" / "val.jsonl")
+    return {"data_dir": str(folder), "vocab_path": str(shared_path("fixtures", "t5_sentencepiece.model"))}
+
+
+@pytest.fixture
+def register():
+    """Registers SuperGLUE with the given folders; the environment's registration is back afterwards."""
+    import tasks.superglue as superglue
+
+    yield superglue.register_superglue
+    superglue.register_superglue()
+
+
+def _open(cache_dir):
+    return open_split(CB, "validation", None, str(cache_dir), *LENGTHS)
+
+
+def _meta_inode(split):
+    return os.stat(os.path.join(split.path, "meta.json")).st_ino
+
+
+def test_an_unchanged_source_reuses_the_cache(cb_dirs, register, tmp_path, capsys):
+    register(**cb_dirs)
+    first = _open(tmp_path / "cache")
+    assert f"[data] writing the cache of {CB}:validation" in capsys.readouterr().out
+    again = _open(tmp_path / "cache")
+    assert "[data]" not in capsys.readouterr().out
+    assert _meta_inode(again) == _meta_inode(first) and again.num_examples == first.num_examples == 56
+
+
+def test_an_edited_jsonl_rewrites_the_cache_and_says_so(cb_dirs, register, tmp_path, capsys):
+    register(**cb_dirs)
+    before = _open(tmp_path / "cache").examples[0]["inputs_pretokenized"]
+    val = os.path.join(cb_dirs["data_dir"], "CB", "val.jsonl")
+    lines = open(val).readlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "hypothesis": "the edited hypothesis"}) + "\n"
+    open(val, "w").writelines(lines)
+    capsys.readouterr()
+    after = _open(tmp_path / "cache")
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(f"[data] rewriting the cache of {CB}:validation at ")
+    assert f"{val} changed (" in out[0]
+    assert "the edited hypothesis" in after.examples[0]["inputs_pretokenized"]
+    assert "the edited hypothesis" not in before
+    assert _open(tmp_path / "cache").examples[0] == after.examples[0]   # and is current again
+    assert "[data]" not in capsys.readouterr().out
+
+
+def test_an_invalid_label_in_the_source_is_refused_not_read_from_the_old_cache(cb_dirs, register, tmp_path):
+    register(**cb_dirs)
+    _open(tmp_path / "cache")
+    val = os.path.join(cb_dirs["data_dir"], "CB", "val.jsonl")
+    lines = open(val).readlines()
+    lines[2] = json.dumps({**json.loads(lines[2]), "label": "maybe"}) + "\n"
+    open(val, "w").writelines(lines)
+    with pytest.raises(DataError, match=rf"{val}, line 3: .*label 'maybe' is none of"):
+        _open(tmp_path / "cache")
+
+
+def test_another_data_folder_rewrites_the_cache(cb_dirs, register, tmp_path, capsys):
+    register(**cb_dirs)
+    _open(tmp_path / "cache")
+    other = tmp_path / "other"
+    shutil.copytree(cb_dirs["data_dir"], other)
+    register(data_dir=str(other), vocab_path=cb_dirs["vocab_path"])
+    capsys.readouterr()
+    _open(tmp_path / "cache")
+    out = capsys.readouterr().out
+    assert f"rewriting the cache of {CB}:validation" in out and f"source {cb_dirs['data_dir']} -> {other}" in out
+
+
+def test_the_data_folder_of_the_environment_counts_too(cb_dirs, register, tmp_path, monkeypatch, capsys):
+    """Without a registration in this process (a training host without TensorFlow): the environment decides."""
+    from tasks import fingerprint
+
+    monkeypatch.setenv("XPROMPT_SUPERGLUE_DIR", cb_dirs["data_dir"])
+    monkeypatch.setenv("XPROMPT_VOCAB_PATH", cb_dirs["vocab_path"])
+    register()
+    written = fingerprint.source_fingerprint(CB, "validation", {"inputs": 256, "targets": 8})
+    monkeypatch.setattr(fingerprint, "_REGISTERED", {})
+    assert fingerprint.source_fingerprint(CB, "validation", {"inputs": 256, "targets": 8}) == written
+    monkeypatch.setenv("XPROMPT_SUPERGLUE_DIR", str(tmp_path / "elsewhere"))
+    change = fingerprint.describe_change(written, fingerprint.source_fingerprint(CB, "validation",
+                                                                                 {"inputs": 256, "targets": 8}))
+    assert change == f"source {cb_dirs['data_dir']} -> {tmp_path / 'elsewhere'}"
+
+
+def test_another_vocabulary_rewrites_the_cache(cb_dirs, register, tmp_path, capsys):
+    register(**cb_dirs)
+    _open(tmp_path / "cache")
+    vocab = tmp_path / "copy_of_t5.model"
+    shutil.copy(cb_dirs["vocab_path"], vocab)
+    register(data_dir=cb_dirs["data_dir"], vocab_path=str(vocab))
+    capsys.readouterr()
+    split = _open(tmp_path / "cache")
+    out = capsys.readouterr().out
+    assert f"vocabulary {cb_dirs['vocab_path']} -> {vocab}" in out
+    assert split.meta["vocabulary"]["path"] == str(vocab)
+
+
+def _truncate(path, keep=300):
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+
+
+def test_a_truncated_npy_in_an_owned_cache_is_rewritten(cb_dirs, register, tmp_path, capsys):
+    register(**cb_dirs)
+    good = _open(tmp_path / "cache")
+    tokens = np.array(good.features["encoder_input_tokens"])
+    _truncate(os.path.join(good.path, "encoder_input_tokens.npy"))
+    capsys.readouterr()
+    again = _open(tmp_path / "cache")
+    out = capsys.readouterr().out
+    assert "rewriting the cache" in out and "it is damaged" in out and "encoder_input_tokens.npy is 300 bytes" in out
+    np.testing.assert_array_equal(again.features["encoder_input_tokens"], tokens)
+    assert not [name for name in os.listdir(os.path.dirname(again.path)) if name.startswith(".")]  # no leftovers
+
+
+def test_a_truncated_npy_in_a_named_cache_is_refused_in_one_line(tmp_path):
+    path = write_label_task(tmp_path / "mine", shared_path("fixtures", "t5_sentencepiece.model"))
+    _truncate(os.path.join(path, "decoder_target_tokens.npy"))
+    with pytest.raises(DataError) as err:
+        open_split(None, "train", path, None, 12, 4)
+    message = str(err.value)
+    assert "\n" not in message and "decoder_target_tokens.npy is 300 bytes, but its int32" in message
+    assert "a truncated or damaged cache" in message
+    _truncate(os.path.join(path, "decoder_target_tokens.npy"), keep=5)  # not even a header
+    with pytest.raises(DataError, match="is not a readable NumPy file") as err:
+        CachedSplit.open(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_short_examples_file_is_refused_when_opened(tmp_path):
+    path = write_label_task(tmp_path / "mine", shared_path("fixtures", "t5_sentencepiece.model"))
+    examples = os.path.join(path, "examples.jsonl")
+    lines = open(examples).readlines()
+    open(examples, "w").writelines(lines[:-3])
+    with pytest.raises(DataError, match=r"examples.jsonl has 45 lines for 48 examples \(a damaged cache\)"):
+        CachedSplit.open(path)
