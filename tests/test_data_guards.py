@@ -3,8 +3,10 @@ stale caches rewritten when their sources change, bounded waits on gs:// paths."
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -191,3 +193,69 @@ def test_a_short_examples_file_is_refused_when_opened(tmp_path):
     open(examples, "w").writelines(lines[:-3])
     with pytest.raises(DataError, match=r"examples.jsonl has 45 lines for 48 examples \(a damaged cache\)"):
         CachedSplit.open(path)
+
+
+# -- vocabulary errors before any cache exists (issue 15) -----------------------------------------
+def _vocabulary_error(register, cb_dirs, tmp_path, vocab_path):
+    from xprompt_jax.errors import ConfigError
+
+    register(data_dir=cb_dirs["data_dir"], vocab_path=vocab_path)
+    with pytest.raises(ConfigError) as err:
+        _open(tmp_path / "cache")
+    message = str(err.value)
+    assert "\n" not in message and "XPROMPT_VOCAB_PATH" in message and vocab_path in message
+    assert not os.path.exists(tmp_path / "cache" / CB / "validation-256-8")   # nothing half-written
+    return message
+
+
+def test_a_missing_vocabulary_file_is_one_line(cb_dirs, register, tmp_path):
+    message = _vocabulary_error(register, cb_dirs, tmp_path, str(tmp_path / "absent.model"))
+    assert "no such file" in message
+
+
+def test_a_file_that_is_not_sentencepiece_is_one_line(cb_dirs, register, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a SentencePiece model\n")
+    message = _vocabulary_error(register, cb_dirs, tmp_path, str(tmp_path / "notes.txt"))
+    assert "is not a SentencePiece model" in message
+
+
+# -- gs:// without network: a bounded wait and one line (issue 16) ----------------------------------
+@pytest.fixture
+def unreachable_gcs(monkeypatch):
+    """Cloud Storage as a local socket that accepts connections and never answers (no network needed)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    monkeypatch.setenv("TENSORSTORE_GCS_HTTP_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setenv("XPROMPT_GCS_TIMEOUT", "0.5")
+    yield
+    server.close()
+
+
+def test_a_gs_checkpoint_without_network_fails_in_bounded_time(unreachable_gcs):
+    from xprompt_jax.errors import CheckpointError
+    from xprompt_jax.t5_import.loader import resolve_checkpoint
+
+    start = time.monotonic()
+    with pytest.raises(CheckpointError) as err:
+        resolve_checkpoint("gs://some-bucket/t5x/checkpoint_1000000")
+    assert time.monotonic() - start < 30
+    message = str(err.value)
+    assert "\n" not in message and "no answer from gs://some-bucket/t5x/checkpoint_1000000/" in message
+    assert "within 0.5 s" in message and "copy it to a local folder" in message and "XPROMPT_GCS_TIMEOUT" in message
+
+
+def test_a_gs_vocabulary_without_network_fails_in_bounded_time(cb_dirs, register, tmp_path, unreachable_gcs):
+    start = time.monotonic()
+    message = _vocabulary_error(register, cb_dirs, tmp_path, "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model")
+    assert time.monotonic() - start < 60
+    assert "no answer from gs://t5-data/vocabs/cc_all.32000/sentencepiece.model within 0.5 s" in message
+
+
+def test_a_bad_timeout_setting_is_named(monkeypatch):
+    from xprompt_jax.errors import CheckpointError
+    from xprompt_jax.t5_import import storage
+
+    monkeypatch.setenv("XPROMPT_GCS_TIMEOUT", "soon")
+    with pytest.raises(CheckpointError, match="XPROMPT_GCS_TIMEOUT='soon' is not a number of seconds > 0"):
+        storage.read_bytes("gs://some-bucket/x", "checkpoint")
