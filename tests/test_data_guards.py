@@ -259,3 +259,36 @@ def test_a_bad_timeout_setting_is_named(monkeypatch):
     monkeypatch.setenv("XPROMPT_GCS_TIMEOUT", "soon")
     with pytest.raises(CheckpointError, match="XPROMPT_GCS_TIMEOUT='soon' is not a number of seconds > 0"):
         storage.read_bytes("gs://some-bucket/x", "checkpoint")
+
+
+def test_a_current_cache_is_reused_without_tensorflow(cb_dirs, register, tmp_path):
+    """A training host without TensorFlow: the fingerprint comes from the environment, TF-free."""
+    register(**cb_dirs)
+    _open(tmp_path / "cache")
+    code = (f"import sys; from xprompt_jax.data.task_cache import open_split; "
+            f"s = open_split({CB!r}, 'validation', None, {str(tmp_path / 'cache')!r}, 256, 8); print(s.num_examples); "
+            "bad = [m for m in ('tensorflow', 'seqio') if m in sys.modules]; assert not bad, bad")
+    done = _python(code, {"XPROMPT_SUPERGLUE_DIR": cb_dirs["data_dir"], "XPROMPT_VOCAB_PATH": cb_dirs["vocab_path"]})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "56"   # no "[data] rewriting" line either
+
+
+def test_a_tfds_source_is_fingerprinted_by_its_prepared_files(tmp_path, monkeypatch):
+    from tasks import fingerprint
+
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    monkeypatch.setattr(fingerprint, "_REGISTERED", {})
+    for env in ("XPROMPT_SUPERGLUE_DIR", "XPROMPT_FEWGLUE_DIR"):
+        monkeypatch.delenv(env, raising=False)
+    folder = tmp_path / "tfds" / "super_glue" / "cb" / "1.0.2"
+    folder.mkdir(parents=True)
+    (folder / "super_glue-validation.tfrecord-00000-of-00001").write_bytes(b"x" * 10)
+    lengths = {"inputs": 8, "targets": 4}
+    before = fingerprint.source_fingerprint(CB, "validation", lengths)
+    assert before["source"] == {"kind": "tfds", "folder": str(folder), "name": "super_glue/cb:1.0.2"}
+    (folder / "super_glue-validation.tfrecord-00000-of-00001").write_bytes(b"x" * 12)
+    assert fingerprint.describe_change(before, fingerprint.source_fingerprint(CB, "validation", lengths)) == (
+        f"{folder}/super_glue-validation.tfrecord-00000-of-00001 changed (10 -> 12 bytes)")
+    assert fingerprint.describe_change(before, before) is None
+    assert "sequence lengths" in fingerprint.describe_change(before, fingerprint.source_fingerprint(
+        CB, "validation", {"inputs": 16, "targets": 4}))
