@@ -292,3 +292,30 @@ def test_a_tfds_source_is_fingerprinted_by_its_prepared_files(tmp_path, monkeypa
     assert fingerprint.describe_change(before, before) is None
     assert "sequence lengths" in fingerprint.describe_change(before, fingerprint.source_fingerprint(
         CB, "validation", {"inputs": 16, "targets": 4}))
+
+
+@pytest.mark.parametrize("vocab, expected", [
+    ("{tmp}/absent.model", "cannot read the SentencePiece model {tmp}/absent.model: no such file"),
+    ("gs://t5-data/vocabs/cc_all.32000/sentencepiece.model",
+     "no answer from gs://t5-data/vocabs/cc_all.32000/sentencepiece.model within 0.5 s")])
+def test_the_cli_gives_one_line_and_exit_2_for_an_unusable_vocabulary(cb_dirs, tmp_path, vocab, expected):
+    server = socket.socket()   # Cloud Storage that never answers: no network needed
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    vocab, expected = vocab.format(tmp=tmp_path), expected.format(tmp=tmp_path)
+    args = ["train", "--gin_file=sizes/prompt_tuning_test.gin", "--gin_file=prompts/sampled_vocabulary.gin",
+            "--gin_file=runs/prompt_tune.gin", f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+            f"--gin.CHECKPOINT='{shared_path('fixtures', 't5x_t5_1_1_tiny', 'checkpoint_3')}'",
+            f"--gin.TASK='{CB}'", f"--gin.DATA_CACHE_DIR='{tmp_path / 'cache'}'", "--gin.BATCH_SIZE=8",
+            "--gin.TRAIN_STEPS=1", "--gin.INPUT_LENGTH=64", "--gin.TARGET_LENGTH=4", "--gin.PROMPT_LENGTH=4"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), XPROMPT_SUPERGLUE_DIR=cb_dirs["data_dir"], XPROMPT_VOCAB_PATH=vocab,
+               XPROMPT_GCS_TIMEOUT="0.5", TENSORSTORE_GCS_HTTP_URL=f"http://127.0.0.1:{server.getsockname()[1]}")
+    try:
+        done = subprocess.run([sys.executable, "-m", "xprompt_jax.main", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=300)
+    finally:
+        server.close()
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr
+    assert expected in errors[0] and "XPROMPT_VOCAB_PATH" in errors[0]
+    assert "Traceback" not in done.stderr
