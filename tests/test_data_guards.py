@@ -319,3 +319,12 @@ def test_the_cli_gives_one_line_and_exit_2_for_an_unusable_vocabulary(cb_dirs, t
     assert done.returncode == 2 and len(errors) == 1, done.stderr
     assert expected in errors[0] and "XPROMPT_VOCAB_PATH" in errors[0]
     assert "Traceback" not in done.stderr
+
+
+def test_demo_tasks_are_fingerprinted_by_their_shipped_vocabulary():
+    from tasks import fingerprint
+    from tasks.demo_vocab import VOCAB_PATH
+
+    found = fingerprint.source_fingerprint("demo_max_no_keyword", "train", {"inputs": 12, "targets": 4})
+    assert found["source"] == {"kind": "generated"} and found["vocabulary"]["path"] == VOCAB_PATH
+    assert found["vocabulary"]["file"][0] == os.path.getsize(VOCAB_PATH)

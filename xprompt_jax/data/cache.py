@@ -6,6 +6,7 @@ Training and evaluation hosts (GPU/TPU images often have no TensorFlow) read dat
   meta.json       format_version, task, split, num_examples, sequence_length {inputs, targets},
                   features {name: {dtype, shape}}, vocabulary {path, extra_ids}, label_names (or null),
                   truncated {inputs, targets} (examples cut to fit), feature_converter
+                  source_fingerprint (what the examples were made from: ``tasks.fingerprint``)
   <feature>.npy   encoder_input_tokens, decoder_target_tokens, decoder_input_tokens,
                   decoder_loss_weights: int32 [num_examples, length], as seqio's EncDecFeatureConverter
                   (no packing) makes them: 0-padded, decoder inputs = targets shifted right after a 0
