@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+from tasks.fingerprint import record_registration
 from tasks.sources import TaskSource
 from tasks.specs import TASK_SPECS
-from tasks.superglue import add_task, gin_configurable, output_features
+from tasks.superglue import add_task, gin_configurable, output_features, resolve_vocab_path
 
 
 @gin_configurable("tasks.glue")
@@ -25,6 +26,8 @@ def register_glue(vocab_path: Optional[str] = None, tfds_data_dir: Optional[str]
         if spec.benchmark == "glue":
             add_task(spec, TaskSource(spec, tfds_data_dir=tfds_data_dir), features)
             names.append(spec.name)
+    record_registration(names, data_dir=None, fewglue_dir=None, tfds_data_dir=tfds_data_dir,
+                        vocab_path=resolve_vocab_path(vocab_path))
     return names
 
 

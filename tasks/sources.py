@@ -16,8 +16,8 @@ import seqio
 import tensorflow as tf
 
 from tasks import superglue_files as files
+from tasks.errors import TaskDataError as DataError
 from tasks.specs import TaskSpec
-from xprompt_jax.errors import DataError
 
 _KINDS = {
     "text": tf.TensorSpec([], tf.string),

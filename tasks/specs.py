@@ -19,7 +19,7 @@ import functools
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tasks import metrics, postprocessors
-from xprompt_jax.errors import DataError
+from tasks.errors import TaskDataError as DataError
 
 FEW_SHOT_KS: Tuple[int, ...] = (4, 16, 32)
 FEWGLUE_SPLITS: Tuple[str, ...] = ("fewglue_train", "fewglue_dev32")

@@ -23,12 +23,11 @@ import seqio
 
 from tasks import preprocessors as text_steps
 from tasks import superglue_files as files
+from tasks.errors import TaskDataError as DataError
+from tasks.fingerprint import DEFAULT_VOCAB_PATH, VOCAB_PATH_ENV, record_registration
 from tasks.sources import TaskSource
 from tasks.specs import TASK_SPECS, TaskSpec
-from xprompt_jax.errors import DataError
 
-DEFAULT_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
-VOCAB_PATH_ENV = "XPROMPT_VOCAB_PATH"
 EXTRA_IDS = 100
 
 
@@ -117,6 +116,8 @@ def register_superglue(data_dir: Optional[str] = None, vocab_path: Optional[str]
                             origin=data_origin)
         add_task(spec, source, features)
         names.append(spec.name)
+    record_registration(names, data_dir=data_dir, fewglue_dir=fewglue_dir, tfds_data_dir=tfds_data_dir,
+                        vocab_path=resolve_vocab_path(vocab_path))
     return names
 
 

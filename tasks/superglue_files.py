@@ -26,7 +26,7 @@ from typing import (
     Tuple,
 )
 
-from xprompt_jax.errors import DataError
+from tasks.errors import TaskDataError as DataError
 
 # Field kinds: "text" (tf.string), "int32", "label" (class id, int64), "text_list" (tf.string [None]),
 # "idx" (int32), "idx:<a>,<b>,..." (dict of int32).

@@ -1,4 +1,5 @@
 """Errors a user can act on: each names the path, field or parameter at fault and the fix."""
+from tasks.errors import TaskDataError
 
 
 class CheckpointError(ValueError):
@@ -9,5 +10,6 @@ class ConfigError(ValueError):
     """A configuration value is inconsistent with the model or the run."""
 
 
-class DataError(ValueError):
-    """A data file, folder, split, cache or task name is missing or malformed."""
+# A data file, folder, split, cache or task name is missing or malformed. The task package raises it too
+# (as ``tasks.errors.TaskDataError``, the same class), so ``except DataError`` catches both sides.
+DataError = TaskDataError

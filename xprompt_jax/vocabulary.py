@@ -21,20 +21,26 @@ PAD_ID, EOS_ID = 0, 1
 DEFAULT_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
 
 
+_FIX = "Name a local SentencePiece model with the XPROMPT_VOCAB_PATH environment variable or the vocabulary path setting"
+
+
 class Vocabulary:
     def __init__(self, path: str = DEFAULT_VOCAB_PATH):
         self.path = path
         try:
             proto = storage.read_bytes(posixpath.dirname(path) or ".", posixpath.basename(path))
         except Exception as err:  # noqa: BLE001 - tensorstore raises several kinds
-            proto, reason = None, str(err)
+            proto, reason = None, " ".join(str(err).split())
         else:
             reason = "no such file"
         if not proto:
-            raise ConfigError(f"cannot read the SentencePiece model {path}: {reason}. Name a local copy with the "
-                              "XPROMPT_VOCAB_PATH environment variable or the vocabulary path setting")
+            raise ConfigError(f"cannot read the SentencePiece model {path}: {reason}. {_FIX}")
         self._sp = sentencepiece.SentencePieceProcessor()
-        self._sp.LoadFromSerializedProto(proto)
+        try:
+            self._sp.LoadFromSerializedProto(proto)
+        except RuntimeError:
+            raise ConfigError(f"{path} is not a SentencePiece model ({len(proto)} bytes that do not parse as "
+                              f"one). {_FIX}") from None
 
     @property
     def piece_count(self) -> int:

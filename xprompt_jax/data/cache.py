@@ -6,6 +6,7 @@ Training and evaluation hosts (GPU/TPU images often have no TensorFlow) read dat
   meta.json       format_version, task, split, num_examples, sequence_length {inputs, targets},
                   features {name: {dtype, shape}}, vocabulary {path, extra_ids}, label_names (or null),
                   truncated {inputs, targets} (examples cut to fit), feature_converter
+                  source_fingerprint (what the examples were made from: ``tasks.fingerprint``)
   <feature>.npy   encoder_input_tokens, decoder_target_tokens, decoder_input_tokens,
                   decoder_loss_weights: int32 [num_examples, length], as seqio's EncDecFeatureConverter
                   (no packing) makes them: 0-padded, decoder inputs = targets shifted right after a 0
@@ -62,23 +63,21 @@ class CachedSplit:
                 meta = json.load(f)
         except json.JSONDecodeError as err:
             raise DataError(f"{meta_path} is not valid JSON ({err}); recreate the cache: {hint}") from None
-        version = meta.get("format_version")
+        version = meta.get("format_version") if isinstance(meta, dict) else None
         if version != FORMAT_VERSION:
             raise DataError(f"{meta_path} has cache format_version {version!r}; this code reads "
                             f"{FORMAT_VERSION}. Recreate the cache: {hint}")
+        missing = [key for key in ("num_examples", "features", "sequence_length") if key not in meta]
+        if missing:
+            raise DataError(f"{meta_path} lacks {', '.join(missing)}; recreate the cache: {hint}")
         n = meta["num_examples"]
-        features = {}
-        for name, info in meta["features"].items():
-            file = os.path.join(path, f"{name}.npy")
-            if not os.path.isfile(file):
-                raise DataError(f"{file} is missing from the cache {path}; recreate the cache: {hint}")
-            array = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-            if list(array.shape) != list(info["shape"]) or str(array.dtype) != info["dtype"] or array.shape[0] != n:
-                raise DataError(f"{file} holds {array.dtype} {list(array.shape)}, but {META_FILE} says "
-                                f"{info['dtype']} {info['shape']} for {n} examples; recreate the cache: {hint}")
-            features[name] = array
-        if not os.path.isfile(os.path.join(path, EXAMPLES_FILE)):
-            raise DataError(f"{os.path.join(path, EXAMPLES_FILE)} is missing from the cache {path}; "
+        features = {name: _open_feature(path, name, info, n, mmap, hint) for name, info in meta["features"].items()}
+        examples = os.path.join(path, EXAMPLES_FILE)
+        if not os.path.isfile(examples):
+            raise DataError(f"{examples} is missing from the cache {path}; recreate the cache: {hint}")
+        lines = _count_lines(examples)
+        if lines != n:
+            raise DataError(f"{examples} has {lines} lines for {n} examples (a damaged cache); "
                             f"recreate the cache: {hint}")
         return cls(path, meta, features)
 
@@ -203,6 +202,41 @@ class CachedSplit:
 
     def _gather(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
         return {name: np.asarray(array[rows]) for name, array in self._features.items()}
+
+
+def _open_feature(path: str, name: str, info: Mapping[str, Any], n: int, mmap: bool, hint: str) -> np.ndarray:
+    """One ``<feature>.npy``, checked against ``meta.json`` before it is mapped: a truncated file would
+    otherwise fail inside NumPy ("mmap length is greater than file size") or read past its end."""
+    file = os.path.join(path, f"{name}.npy")
+    if not os.path.isfile(file):
+        raise DataError(f"{file} is missing from the cache {path}; recreate the cache: {hint}")
+    try:
+        with open(file, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError) as err:
+        reason = " ".join(str(err).split())
+        raise DataError(f"{file} is not a readable NumPy file ({reason}); recreate the cache: {hint}") from None
+    if list(shape) != list(info["shape"]) or str(dtype) != info["dtype"] or not shape or shape[0] != n:
+        raise DataError(f"{file} holds {dtype} {list(shape)}, but {META_FILE} says "
+                        f"{info['dtype']} {info['shape']} for {n} examples; recreate the cache: {hint}")
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = os.path.getsize(file)
+    if size != expected:
+        raise DataError(f"{file} is {size} bytes, but its {dtype} {list(shape)} needs {expected} "
+                        f"(a truncated or damaged cache); recreate the cache: {hint}")
+    return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def _count_lines(file: str) -> int:
+    count = 0
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            count += block.count(b"\n")
+    return count
 
 
 def _check_sharding(batch_size: int, process_index: int, process_count: int) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 
-from xprompt_jax.errors import ConfigError
+from tasks.fingerprint import describe_change, source_fingerprint
+from xprompt_jax.data.cache import CachedSplit
+from xprompt_jax.errors import ConfigError, DataError
 from xprompt_jax.logs import is_main_process
 
 logger = logging.getLogger(__name__)
@@ -25,39 +27,68 @@ def open_split(task: Optional[str], split: str, cache: Optional[str], data_cache
                input_length: int, target_length: int):
     """The cached split to read: ``cache`` if given, else ``data_cache_dir/<task>/<split>-<lengths>``.
 
-    A missing cache is written from the seqio task first (this is the only place that needs TensorFlow).
+    A cache under ``data_cache_dir`` belongs to the run: it is written from the seqio task when missing
+    (the only step that needs TensorFlow), and rewritten, with one log line saying why, when it is
+    damaged or its recorded sources (files, data folder, vocabulary, task version, lengths: see
+    ``tasks.fingerprint``) differ from the current ones. A cache named by ``cache`` is the user's: it is
+    opened as it is, and a damaged one is refused with one line.
     """
-    from xprompt_jax.data.cache import CachedSplit
-    if cache is None:
-        if not task:
-            raise ConfigError(f"no data for split {split!r}: set TASK (train.task), or the cache folder itself "
-                              "(train.train_cache / train.eval_cache)")
-        data_cache_dir = data_cache_dir or os.environ.get("XPROMPT_DATA_CACHE") or DEFAULT_DATA_CACHE
-        cache = os.path.join(data_cache_dir, task, f"{split}-{input_length}-{target_length}")
-        if jax.process_count() == 1:
-            _write_cache_if_missing(task, split, cache, input_length, target_length)
-        else:
-            # Several processes: process 0 writes first, the others wait; on a shared filesystem they then
-            # find it, on their own disks (TPU VM workers) each writes its own. Every process gets here.
-            if is_main_process():
-                _write_cache_if_missing(task, split, cache, input_length, target_length)
-            from xprompt_jax.distributed import sync
-            sync(f"xprompt_jax data cache {task}:{split}")
-            _write_cache_if_missing(task, split, cache, input_length, target_length)
-    return CachedSplit.open(cache)
+    if cache is not None:
+        return CachedSplit.open(cache)
+    if not task:
+        raise ConfigError(f"no data for split {split!r}: set TASK (train.task), or the cache folder itself "
+                          "(train.train_cache / train.eval_cache)")
+    data_cache_dir = data_cache_dir or os.environ.get("XPROMPT_DATA_CACHE") or DEFAULT_DATA_CACHE
+    cache = os.path.join(data_cache_dir, task, f"{split}-{input_length}-{target_length}")
+    lengths = {"inputs": int(input_length), "targets": int(target_length)}
+    if jax.process_count() == 1:
+        return _current_cache(task, split, cache, lengths)
+    # Several processes: process 0 writes first, the others wait; on a shared filesystem they then find
+    # it current, on their own disks (TPU VM workers) each writes its own. Every process gets here.
+    if is_main_process():
+        _current_cache(task, split, cache, lengths)
+    from xprompt_jax.distributed import sync
+    sync(f"xprompt_jax data cache {task}:{split}")
+    return _current_cache(task, split, cache, lengths)
 
 
-def _write_cache_if_missing(task: str, split: str, cache: str, input_length: int, target_length: int):
-    if os.path.exists(os.path.join(cache, "meta.json")):
-        return
-    logger.info(f"[data] writing the cache of {task}:{split} to {cache} (seqio)")
+def _stale_reason(cache: str, fingerprint: Dict[str, Any]) -> Tuple[Optional[CachedSplit], Optional[str]]:
+    """(the cache opened, None) when it is current, else (None, why it must be written)."""
+    if not os.path.exists(cache):
+        return None, "missing"
+    try:
+        opened = CachedSplit.open(cache)
+    except DataError as err:
+        return None, f"it is damaged ({str(err).split('; ')[0]})"
+    change = describe_change(opened.meta.get("source_fingerprint"), fingerprint)
+    return (opened, None) if change is None else (None, change)
+
+
+def _current_cache(task: str, split: str, cache: str, lengths: Dict[str, int]) -> CachedSplit:
+    fingerprint = source_fingerprint(task, split, lengths)
+    opened, reason = _stale_reason(cache, fingerprint)
+    if opened is not None:
+        return opened
+    if reason == "missing":
+        logger.info(f"[data] writing the cache of {task}:{split} to {cache} (seqio)")
+    else:
+        logger.warning(f"[data] rewriting the cache of {task}:{split} at {cache}: {reason}")
     from xprompt_jax.data.write_cache import write_cache
     try:
-        write_cache(task, split, cache, {"inputs": input_length, "targets": target_length})
-    except (OSError, ValueError):
-        if not os.path.exists(os.path.join(cache, "meta.json")):
+        return write_cache(task, split, cache, lengths, overwrite=True)
+    except ModuleNotFoundError as err:
+        if err.name not in ("seqio", "tensorflow", "tensorflow_datasets"):
             raise
-        # Another process on this filesystem finished the same cache first: read theirs.
+        raise DataError(f"the cache {cache} must be {'written' if reason == 'missing' else 'rewritten'} "
+                        f"({reason}), which needs seqio and TensorFlow ({err.name} is not installed): write "
+                        "it on a data host with `python -m xprompt_jax.data.write_cache`, or name a cache "
+                        "folder with train.train_cache / train.eval_cache") from None
+    except (OSError, ValueError):
+        # Another process on this filesystem may have finished the same cache first: read theirs.
+        opened, _ = _stale_reason(cache, source_fingerprint(task, split, lengths))
+        if opened is None:
+            raise
+        return opened
 
 
 def split_vocabulary(split, vocabulary_path: Optional[str] = None):

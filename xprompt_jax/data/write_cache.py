@@ -19,8 +19,9 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from tasks.fingerprint import source_fingerprint
 from xprompt_jax.data.cache import FEATURES, CachedSplit, write_cached_split
-from xprompt_jax.errors import DataError
+from xprompt_jax.errors import ConfigError, DataError
 
 _TEXT_KEYS = ("inputs_pretokenized", "targets_pretokenized")
 _TOKEN_KEYS = ("inputs", "targets")
@@ -78,6 +79,14 @@ def _registered_task(task_name: str):
     return seqio.get_mixture_or_task(task_name)
 
 
+def _check_vocabulary(path: str) -> None:
+    """Reads the task's SentencePiece model up front, without TensorFlow and with a bounded wait: seqio's
+    own read fails deep inside tf.data (``NotFoundError``, a protobuf ``DecodeError``) or, for a ``gs://``
+    path without network, hangs. A problem is one ``ConfigError`` naming XPROMPT_VOCAB_PATH."""
+    from xprompt_jax.vocabulary import load_vocabulary
+    load_vocabulary(path)
+
+
 def _plain(value: Any) -> Any:
     """NumPy/bytes values of a tf.data example -> JSON values."""
     if isinstance(value, bytes):
@@ -133,12 +142,16 @@ def write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mappi
     task = _registered_task(task_name)
     if split not in task.splits:
         raise DataError(f"task {task_name} has no split {split!r}; its splits: {', '.join(task.splits)}")
+    vocabulary = task.output_features["targets"].vocabulary
+    _check_vocabulary(vocabulary.sentencepiece_model_file)
     ds = task.get_dataset(sequence_length=lengths, split=split, shuffle=False, num_epochs=1, seed=None)
     if num_examples is not None:
         ds = ds.take(num_examples)
     raw = list(ds.as_numpy_iterator())
+    fingerprint = source_fingerprint(task_name, split, lengths)
+    if num_examples is not None:
+        fingerprint["first_examples"] = int(num_examples)
 
-    vocabulary = task.output_features["targets"].vocabulary
     truncated = {key: 0 for key in _TOKEN_KEYS}
     for example in raw:
         for key in _TOKEN_KEYS:
@@ -160,7 +173,7 @@ def write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mappi
         "vocabulary": {"path": _absolute_if_local(vocabulary.sentencepiece_model_file),
                        "extra_ids": vocabulary.extra_ids},
         "label_names": _label_names(task_name), "truncated": truncated,
-        "feature_converter": "seqio.EncDecFeatureConverter(pack=False)",
+        "feature_converter": "seqio.EncDecFeatureConverter(pack=False)", "source_fingerprint": fingerprint,
     }
     path = write_cached_split(out_dir, meta=meta, features=features,
                               examples=[example_record(ex) for ex in raw], overwrite=overwrite)
@@ -194,7 +207,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         cache = write_cache(args.task, args.split, args.out,
                             {"inputs": args.inputs_length, "targets": args.targets_length},
                             num_examples=args.num_examples, overwrite=args.overwrite)
-    except DataError as err:
+    except (DataError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     cut = cache.meta["truncated"]
