@@ -213,3 +213,68 @@ def test_buckets_too_short_for_the_data_are_refused(split):
         next(split.batches(8, buckets=(32, 64)))
     with pytest.raises(DataError, match="longer than the largest bucket 64"):
         next(split.eval_batches(8, buckets=(32, 64)))
+
+
+# -- the model sees the same thing: loss, gradients and rank predictions do not change -------------------
+@pytest.fixture(scope="module")
+def prompted_tiny():
+    import jax
+    from conftest import shared_path
+
+    from xprompt_jax import train_step
+    from xprompt_jax.optimizers import make_optimizer
+    from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+    from xprompt_jax.t5_import import load_t5_checkpoint
+    config, frozen = load_t5_checkpoint(str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")),
+                                        "t5_1_1_prompt_tuning_test")
+    model = build_prompted_t5(config, PromptSpec(length=5, pieces=2), frozen)
+    state = train_step.create_state(model, make_optimizer(), jax.random.PRNGKey(0))
+    return model, frozen, state.trainable, state.masks
+
+
+def test_bucketed_batches_give_the_same_loss_and_gradients(prompted_tiny, tmp_path):
+    import jax
+
+    from xprompt_jax import train_step
+    model, frozen, trainable, masks = prompted_tiny
+    split, _ = make_split(tmp_path / "tiny", n=40, width=64, max_token=120)
+    grads_of = jax.jit(lambda t, b: train_step.loss_and_grads(model, t, frozen, masks, b, jax.random.PRNGKey(0),
+                                                              1e-4, False)[:2])
+    kwargs = dict(seed=0, num_epochs=1, group_by_length=True, group_window=40)  # sorted: short batches too
+    cuts = set()
+    for fixed, bucketed in zip(split.batches(8, **kwargs), split.batches(8, buckets=(16, 32, 64), **kwargs)):
+        cuts.add(bucketed["encoder_input_tokens"].shape[1])
+        loss_a, grads_a = grads_of(trainable, fixed)
+        loss_b, grads_b = grads_of(trainable, bucketed)
+        np.testing.assert_allclose(float(loss_b), float(loss_a), rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+    assert cuts & {16, 32}  # some batches really were shorter
+
+
+def test_rank_predictions_over_a_split_do_not_change_with_buckets(prompted_tiny, tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    from xprompt_jax.models.decoding import shift_right, token_log_likelihoods
+    model, frozen, trainable, masks = prompted_tiny
+    split, _ = make_split(tmp_path / "tiny", n=45, width=64, seed=1, max_token=120)
+    labels = jnp.asarray([[5, 1], [9, 1], [17, 1]], jnp.int32)
+
+    @jax.jit
+    def scores(tokens):  # rank classification: log p(label | prompt, x) of every label
+        encoded, mask = model.encode(trainable, frozen, masks, tokens)
+        n, k = tokens.shape[0], labels.shape[0]
+        logits = model.decode(trainable, frozen, jnp.repeat(encoded, k, 0), jnp.repeat(mask, k, 0),
+                              shift_right(jnp.tile(labels, (n, 1))))
+        return token_log_likelihoods(logits, jnp.tile(labels, (n, 1))).sum(-1).reshape(n, k)
+
+    fixed = [(np.asarray(scores(b["encoder_input_tokens"])), b) for b in split.eval_batches(8)]
+    fixed_scores = np.concatenate([s[b["mask"]] for s, b in fixed])
+    bucketed = list(split.eval_batches(8, buckets=(16, 32, 64)))
+    assert {b["encoder_input_tokens"].shape[1] for b in bucketed} >= {16, 32}
+    restored = restore_order([np.asarray(scores(b["encoder_input_tokens"])) for b in bucketed],
+                             [b["example_index"] for b in bucketed], split.num_examples)
+    np.testing.assert_allclose(restored, fixed_scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(restored.argmax(-1), fixed_scores.argmax(-1))
+    assert len(set(fixed_scores.argmax(-1).tolist())) > 1  # the predictions are not all one label
