@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from xprompt_jax.data import buckets as buckets_lib
 from xprompt_jax.errors import DataError
 
 FORMAT_VERSION = 1
@@ -136,7 +137,9 @@ class CachedSplit:
 
     def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, start_step: int = 0,
                 process_index: int = 0, process_count: int = 1, drop_remainder: bool = True,
-                num_epochs: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
+                num_epochs: Optional[int] = None, buckets: Optional[Sequence[int]] = None,
+                group_by_length: bool = False,
+                group_window: int = buckets_lib.GROUP_WINDOW) -> Iterator[Dict[str, np.ndarray]]:
         """Training batches: dicts of the features, ``[batch_size // process_count, length]`` each.
 
         The data is one stream: epoch 0's order, then epoch 1's, ... (each a permutation fixed by
@@ -147,6 +150,12 @@ class CachedSplit:
         them, so a run resumed at step s sees exactly the batches it would have seen. ``num_epochs``
         None: endless; else the stream ends after that many epochs, its short last batch dropped
         (``drop_remainder``) or yielded short.
+
+        ``buckets`` (increasing lengths, the last >= every input, e.g. ``buckets.bucket_lengths(512)``):
+        ``encoder_input_tokens`` is cut to the smallest bucket holding the longest input of the global
+        batch (the same on every process); examples and order do not change. ``group_by_length``: each
+        epoch's order is length-grouped (``buckets.grouped_epoch_order``, windows of ``group_window``);
+        this changes the batches, still fixed by the seed and resumable by ``start_step``.
         """
         _check_sharding(batch_size, process_index, process_count)
         n = self.num_examples
@@ -154,40 +163,59 @@ class CachedSplit:
             raise DataError(f"the cache {self.path} has no examples to batch")
         if start_step < 0:
             raise ValueError(f"start_step must be >= 0, got {start_step}")
+        lengths = self.input_lengths() if buckets is not None or group_by_length else None
+        if buckets is not None:
+            buckets = buckets_lib.check_fits(lengths, buckets, self.path)
         total = None if num_epochs is None else num_epochs * n
         stop = self.num_batches(batch_size, num_epochs=num_epochs, drop_remainder=drop_remainder)
         per_process = batch_size // process_count
         orders: Dict[int, np.ndarray] = {}
+
+        def order_of(epoch: int) -> np.ndarray:
+            order = self.epoch_order(epoch, shuffle=shuffle, seed=seed)
+            if group_by_length:
+                order = buckets_lib.grouped_epoch_order(order, lengths, batch_size, seed=seed, epoch=epoch,
+                                                        offset=epoch * n, window=group_window)
+            return order
+
         step = start_step
         while stop is None or step < stop:
-            first = step * batch_size + process_index * per_process
-            last = first + per_process
-            if total is not None:
-                last = min(last, total)
-                first = min(first, last)
-            positions = np.arange(first, last, dtype=np.int64)
-            epochs, offsets = np.divmod(positions, n)
-            rows = np.empty(len(positions), dtype=np.int64)
-            for epoch in np.unique(epochs):
-                if int(epoch) not in orders:
-                    orders = {e: o for e, o in orders.items() if e >= epoch - 1}  # keep memory bounded
-                    orders[int(epoch)] = self.epoch_order(int(epoch), shuffle=shuffle, seed=seed)
-                mask = epochs == epoch
-                rows[mask] = orders[int(epoch)][offsets[mask]]
-            yield self._gather(rows)
+            first = step * batch_size
+            last = first + batch_size if total is None else min(first + batch_size, total)
+            global_rows = _stream_rows(np.arange(first, last, dtype=np.int64), n, orders, order_of)
+            rows = global_rows[process_index * per_process:(process_index + 1) * per_process]
+            batch = self._gather(rows)
+            if buckets is not None:
+                batch = buckets_lib.cut_to_bucket(batch, lengths[global_rows], buckets)
+            yield batch
             step += 1
 
+    def input_lengths(self) -> np.ndarray:
+        """Unpadded encoder input length of each example (last nonzero token + 1), counted once."""
+        lengths = getattr(self, "_input_lengths", None)
+        if lengths is None:
+            lengths = buckets_lib.input_lengths_of(self._features["encoder_input_tokens"])
+            self._input_lengths = lengths
+        return lengths
+
     # -- evaluation batches ----------------------------------------------------------------------
-    def eval_batches(self, batch_size: int, *, process_index: int = 0,
-                     process_count: int = 1) -> Iterator[Dict[str, np.ndarray]]:
+    def eval_batches(self, batch_size: int, *, process_index: int = 0, process_count: int = 1,
+                     buckets: Optional[Sequence[int]] = None) -> Iterator[Dict[str, np.ndarray]]:
         """Every example once, in row order, in global batches of ``batch_size``; the last one padded.
 
         Besides the features, each batch has ``mask`` (bool: a real example) and ``example_index``
         (its row, -1 for padding) so predictions map back to ``examples``. Padding rows repeat the last
         real example, so a model sees no all-padding input (no fully masked attention); mask them out.
         Process i of ``process_count`` gets the i-th contiguous slice of each global batch.
+
+        ``buckets``: examples come longest first instead, each global batch's ``encoder_input_tokens``
+        cut to its bucket (``buckets.bucketed_eval_batches``); put predictions back in example order
+        with ``buckets.restore_order(values, example_indices, num_examples)``.
         """
         _check_sharding(batch_size, process_index, process_count)
+        if buckets is not None:
+            yield from buckets_lib.bucketed_eval_batches(self, batch_size, process_index, process_count, buckets)
+            return
         n = self.num_examples
         per_process = batch_size // process_count
         for start in range(0, n, batch_size):
@@ -237,6 +265,20 @@ def _count_lines(file: str) -> int:
         for block in iter(lambda: f.read(1 << 20), b""):
             count += block.count(b"\n")
     return count
+
+
+def _stream_rows(positions: np.ndarray, n: int, orders: Dict[int, np.ndarray], order_of) -> np.ndarray:
+    """Rows at stream ``positions`` (epoch e's order at [e*n, (e+1)*n)); ``orders`` caches epochs' orders."""
+    epochs, offsets = np.divmod(positions, n)
+    rows = np.empty(len(positions), dtype=np.int64)
+    for epoch in np.unique(epochs):
+        if int(epoch) not in orders:
+            for old in [e for e in orders if e < epoch - 1]:  # keep memory bounded
+                del orders[old]
+            orders[int(epoch)] = order_of(int(epoch))
+        mask = epochs == epoch
+        rows[mask] = orders[int(epoch)][offsets[mask]]
+    return rows
 
 
 def _check_sharding(batch_size: int, process_index: int, process_count: int) -> None:
