@@ -10,6 +10,7 @@ from conftest import shared_path
 
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.gin_flags import parse_gin
+from xprompt_jax.prompts import masks as mask_lib
 from xprompt_jax.xprompt import pruning
 from xprompt_jax.xprompt import run as xprompt_run
 
@@ -50,7 +51,7 @@ def test_full_pipeline_writes_every_stage_and_hits_each_ratio(caches, tmp_path):
     width = 4
     for row in rows[1:]:
         masks = dict(np.load(run / "pruning" / f"ratio_{row['ratio']:.2f}" / "masks.npz"))
-        assert row["parameters"] == pruning.surviving_parameter_count(masks, width)
+        assert row["parameters"] == mask_lib.surviving_parameters(masks["token_mask"], masks["piece_mask"], width)
         assert row["parameters"] == pruning.planned_surviving_parameters(row["ratio"], 4, width, 2)
         assert (run / "pruning" / f"ratio_{row['ratio']:.2f}" / "heatmap.png").exists()
         assert os.path.exists(run / "rewind" / f"ratio_{row['ratio']:.2f}" / "result.json")

@@ -36,7 +36,7 @@ from xprompt_jax.prompted import PromptSpec, build_prompted_t5
 from xprompt_jax.prompts import masks as mask_lib
 from xprompt_jax.run import loop as trainer
 from xprompt_jax.run.checkpoints import BestCheckpoint
-from xprompt_jax.xprompt import heatmaps, pruning
+from xprompt_jax.xprompt import heatmaps, importance, pruning
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,8 @@ def xprompt(model_dir: str = gin.REQUIRED,
     batch_size = importance_batch_size or settings["batch_size"]
 
     def score_fn(masks):
-        return pruning.importance_scores(model, p_star, frozen, masks, trainer.eval_batches_with_validity(train_data, batch_size),
-                                         max_examples=importance_examples)
+        return importance.importance_scores(model, p_star, frozen, masks, trainer.eval_batches_with_validity(train_data, batch_size),
+                                            max_examples=importance_examples)
 
     if variant == "random":
         score_fn = pruning.random_score_fn(jax.random.PRNGKey(seed))
@@ -142,7 +142,7 @@ def xprompt(model_dir: str = gin.REQUIRED,
     # Stage 3: rewind to P* under each ratio's masks and retrain with the stage-1 schedule.
     for ratio, masks in plan:
         directory = os.path.join(model_dir, "rewind", _ratio_name(ratio))
-        surviving = pruning.surviving_parameter_count(masks, width)
+        surviving = mask_lib.surviving_parameters(masks[mask_lib.TOKEN_MASK], masks[mask_lib.PIECE_MASK], width)
         if variant == "length":
             tokens = max(1, math.ceil(surviving / width))
             spec = PromptSpec(**{**prompt_spec.to_dict(), "length": tokens})
