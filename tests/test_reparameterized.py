@@ -320,7 +320,7 @@ def test_run_files_carry_the_papers_defaults(run, expected):
     gin.clear_config()
     try:
         parse_gin(["models/t5_1_1.gin", "sizes/base.gin", run], ["MODEL_DIR = '/tmp/x'"])
-        spec = PromptSpec()
+        spec = trainer.PromptSpec()   # the gin-configured spec builder
         assert {k: getattr(spec, k) for k in expected} == expected
         settings = trainer.train_settings()
         assert settings["batch_size"] == 16 and settings["input_length"] == 256
@@ -330,7 +330,7 @@ def test_run_files_carry_the_papers_defaults(run, expected):
         assert configured_optimizer() is not None
         if run == "runs/ptuning.gin":
             parse_gin([], ["PTUNING_ENCODER = 'lstm'"])
-            assert PromptSpec().ptuning_encoder == "lstm"
+            assert trainer.PromptSpec().ptuning_encoder == "lstm"
     finally:
         gin.clear_config()
 

@@ -125,11 +125,12 @@ def test_xprompt_transfer_starts_from_another_runs_pruned_prompt(caches, tmp_pat
                                                "xprompt_jax.PromptSpec.init = 'file'",
                                                f"xprompt_jax.PromptSpec.init_file = '{source}'"])
     try:
-        from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+        from xprompt_jax.prompted import build_prompted_t5
+        from xprompt_jax.run import loop as trainer
         from xprompt_jax.t5_import import load_t5_checkpoint
         config, frozen = load_t5_checkpoint(caches["checkpoint"], "t5_1_1_prompt_tuning_test")
         import jax
-        model = build_prompted_t5(config, PromptSpec(), frozen)
+        model = build_prompted_t5(config, trainer.PromptSpec(), frozen)   # the gin-configured spec
         np.testing.assert_array_equal(np.asarray(model.init(jax.random.PRNGKey(0))[0]["prompt"]["prompt"]), exported)
         summary = xprompt_run.xprompt()
     finally:

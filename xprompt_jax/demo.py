@@ -76,7 +76,7 @@ def baselines(checkpoint: str, work_dir: str) -> Dict[str, float]:
     config, frozen = trainer.load_frozen(checkpoint, trainer.default_model_config(checkpoint))
     plain = PromptedT5(config, None)
     no_prompt = trainer.Evaluator(plain, split, vocabulary, 100, "rank")({}, frozen, {})
-    spec = PromptSpec()
+    spec = trainer.PromptSpec()  # gin-configured (temporary bridge in run/loop.py)
     random_model = build_prompted_t5(config, PromptSpec(**{**spec.to_dict(), "init": "uniform"}), frozen)
     trainable, masks = random_model.init(jax.random.PRNGKey(0))
     random_prompt = trainer.Evaluator(random_model, split, vocabulary, 100, "rank")(trainable, frozen, masks)

@@ -35,12 +35,17 @@ from xprompt_jax.models.config import T5Config, t5_config
 from xprompt_jax.models.t5 import init_params, logical_axes
 from xprompt_jax.optimizers import learning_rate_schedule, make_optimizer
 from xprompt_jax.progress import Progress
-from xprompt_jax.prompted import PromptedT5, PromptSpec, build_prompted_t5
+from xprompt_jax.prompted import T5_WEIGHTS, PromptedT5, build_prompted_t5
+from xprompt_jax.prompts.kinds import PromptSpecBase, make_spec
 from xprompt_jax.run import evaluation
 from xprompt_jax.run.checkpoints import BestCheckpoint, RunCheckpoints
 from xprompt_jax.data.task_cache import DEFAULT_DATA_CACHE, open_split, split_vocabulary  # noqa: F401
 
 logger = logging.getLogger(__name__)
+
+# TEMPORARY bridge until xprompt_jax/gin_configurables.py registers make_spec as xprompt_jax.PromptSpec:
+# gin's PromptSpec.<field> bindings reach the runs that build their spec with PromptSpec() here.
+PromptSpec = gin.external_configurable(make_spec, "PromptSpec", module="xprompt_jax")
 
 RUN_CONFIG = "run_config.json"
 STOPPED_EARLY = "stopped_early.json"
@@ -230,7 +235,7 @@ def train(model_dir: str = gin.REQUIRED,
           export_peft: bool = True,
           trainable: str = "prompt",
           model_config: Optional[T5Config] = None,
-          prompt_spec: Optional[PromptSpec] = None,
+          prompt_spec: Optional[PromptSpecBase] = None,
           optimizer=None,
           initial_trainable=None,
           initial_masks=None,
@@ -287,7 +292,7 @@ def train(model_dir: str = gin.REQUIRED,
     partitioning.check_divisible(batch_size, mesh)
     initial = None
     if trainable != "prompt":  # the T5 weights move from the frozen tree to the trainable one
-        initial = {**model.init(jax.random.split(jax.random.PRNGKey(seed))[0])[0], "t5": frozen}
+        initial = {**model.init(jax.random.split(jax.random.PRNGKey(seed))[0])[0], T5_WEIGHTS: frozen}
         frozen = {}
     if initial_trainable is not None:
         initial = initial_trainable if initial is None else {**initial, **initial_trainable}
@@ -398,8 +403,8 @@ def train(model_dir: str = gin.REQUIRED,
             export.save_npy(os.path.join(export_dir, export.PROMPT_FILE), prompt_values)
             if export_peft:
                 export.save_peft_adapter(os.path.join(export_dir, "peft_adapter"), prompt_values, checkpoint, config)
-    if "t5" in final_trainable:
-        export.save_t5_checkpoint(os.path.join(export_dir, "model"), final_trainable["t5"])
+    if T5_WEIGHTS in final_trainable:
+        export.save_t5_checkpoint(os.path.join(export_dir, "model"), final_trainable[T5_WEIGHTS])
     logger.info(f"[train] done: step {step} in {result['seconds']:.0f}s; exported to {export_dir}")
     checkpoints.close()
     best.close()

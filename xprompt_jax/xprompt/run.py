@@ -101,7 +101,7 @@ def xprompt(model_dir: str = gin.REQUIRED,
     ratios = [pruning.check_ratio(r) for r in ratios]
     if list(ratios) != sorted(set(ratios)):
         raise ConfigError(f"xprompt.ratios must increase strictly, got {list(ratios)}")
-    prompt_spec = prompt_spec or PromptSpec()
+    prompt_spec = prompt_spec or trainer.PromptSpec()  # gin-configured (temporary bridge in run/loop.py)
     if prompt_spec.kind != "prompt":
         raise ConfigError(f"XPrompt prunes and rewinds a plain prompt matrix; PromptSpec.kind={prompt_spec.kind!r} "
                           "(a reparameterised prompt) is not supported: use kind='prompt'")
