@@ -13,10 +13,15 @@ import pytest
 from xprompt_jax import losses, partitioning, train_step
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.prompts import masks as mask_lib
-from xprompt_jax.xprompt import pruning
+from xprompt_jax.xprompt import importance, pruning
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN, PIECE = mask_lib.TOKEN_MASK, mask_lib.PIECE_MASK
+
+
+def _kept(masks, width):
+    """Prompt scalars ``masks`` keep."""
+    return mask_lib.surviving_parameters(masks[TOKEN], masks[PIECE], width)
 
 
 def _batch(n, seed, vocab=200):
@@ -74,7 +79,7 @@ def test_scores_equal_a_loop_of_per_example_gradients(tiny):
     _, _, frozen, model, trainable = tiny
     masks = _masks(token_off=[3], pieces_off=[(0, 1)])
     batches = [_batch(4, seed=0), _batch(3, seed=1)]
-    scores = pruning.importance_scores(model, trainable, frozen, masks, [(b, None) for b in batches])
+    scores = importance.importance_scores(model, trainable, frozen, masks, [(b, None) for b in batches])
 
     grad_one = jax.jit(jax.grad(lambda m, ex: _example_loss(model, trainable, frozen, m, ex)))
     per_example = [grad_one({k: jnp.asarray(v) for k, v in masks.items()}, _rows(b, slice(i, i + 1)))
@@ -98,19 +103,19 @@ def test_padding_rows_and_examples_past_the_limit_do_not_count(tiny):
     real = _batch(4, seed=2)
     padded = {k: np.concatenate([v, _batch(2, seed=9)[k]]) for k, v in real.items()}
     valid = np.array([1, 1, 1, 1, 0, 0], bool)
-    want = pruning.importance_scores(model, trainable, frozen, masks, [(real, None)])
-    got = pruning.importance_scores(model, trainable, frozen, masks, [(padded, valid)])
+    want = importance.importance_scores(model, trainable, frozen, masks, [(real, None)])
+    got = importance.importance_scores(model, trainable, frozen, masks, [(padded, valid)])
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-9)
     # max_examples=4 over [6 real] + [anything] sees exactly the first four rows.
-    limited = pruning.importance_scores(model, trainable, frozen, masks,
-                                        [(padded, None), (_batch(4, seed=3), None)], max_examples=4)
+    limited = importance.importance_scores(model, trainable, frozen, masks,
+                                           [(padded, None), (_batch(4, seed=3), None)], max_examples=4)
     for name in want:
         np.testing.assert_allclose(limited[name], want[name], rtol=1e-5, atol=1e-9)
     with pytest.raises(ConfigError, match="no valid example"):
-        pruning.importance_scores(model, trainable, frozen, masks, [(real, np.zeros(4, bool))])
+        importance.importance_scores(model, trainable, frozen, masks, [(real, np.zeros(4, bool))])
     with pytest.raises(ConfigError, match=r"\(batch, valid\) pairs"):
-        pruning.importance_scores(model, trainable, frozen, masks, [real])
+        importance.importance_scores(model, trainable, frozen, masks, [real])
 
 
 def test_sharded_scores_equal_single_device_scores(tiny):
@@ -120,14 +125,14 @@ def test_sharded_scores_equal_single_device_scores(tiny):
     _, config, frozen, model, trainable = tiny
     masks = _masks(token_off=[1])
     batches = [(_batch(8, seed=4), np.arange(8) < 6)]
-    single = pruning.importance_scores(model, trainable, frozen, masks, batches)
+    single = importance.importance_scores(model, trainable, frozen, masks, batches)
     mesh = partitioning.make_mesh(4, 2)
     opt = make_optimizer("adafactor", learning_rate=0.3)
     state = train_step.create_state(model, opt, jax.random.PRNGKey(0), trainable=trainable)
     shardings = train_step.make_shardings(model, opt, jax.eval_shape(lambda: state), mesh, logical_axes(config))
     placed = jax.device_put(trainable, shardings.state.trainable)
-    sharded = pruning.importance_scores(model, placed, jax.device_put(frozen, shardings.frozen), masks, batches,
-                                        shardings=shardings)
+    sharded = importance.importance_scores(model, placed, jax.device_put(frozen, shardings.frozen), masks, batches,
+                                           shardings=shardings)
     for name in single:
         np.testing.assert_allclose(sharded[name], single[name], rtol=1e-5, atol=1e-9)
 
@@ -139,7 +144,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 import numpy as np
 from xprompt_jax import losses
-from xprompt_jax.xprompt import pruning
+from xprompt_jax.xprompt import importance
 from xprompt_jax.t5_import import load_t5_checkpoint
 from xprompt_jax.prompted import PromptSpec, build_prompted_t5
 
@@ -152,7 +157,7 @@ trainable = jax.tree.map(lambda p: (p + 0.3 * jax.random.normal(jax.random.PRNGK
                          trainable)
 masks = {"token_mask": jnp.ones(5, "float64").at[3].set(0.0),
          "piece_mask": jnp.ones((5, 2), "float64").at[0, 1].set(0.0)}
-scores = pruning.importance_scores(model, trainable, frozen, masks, [(batch, None)])
+scores = importance.importance_scores(model, trainable, frozen, masks, [(batch, None)])
 
 @jax.jit
 def example_losses(masks):
@@ -228,8 +233,7 @@ def _check_schedule(steps, start, width, level, reverse=False):
         token, piece = np.asarray(step.masks[TOKEN]), np.asarray(step.masks[PIECE])
         assert mask_lib.surviving_parameters(token, piece, width) == \
             pruning.planned_surviving_parameters(step.ratio, m, width, k, level)
-        assert pruning.surviving_parameter_count(step.masks, width) == \
-            mask_lib.surviving_parameters(token, piece, width)
+        assert _kept(step.masks, width) == int(_effective(step.masks).sum()) * (width // k)   # by hand
         old_token, old_piece = np.asarray(previous[TOKEN]), np.asarray(previous[PIECE])
         assert (token <= old_token).all() and (piece <= old_piece).all()   # only ever lose entries
         t_scores, p_scores = sign * step.scores["token"], sign * step.scores["piece"]
@@ -283,7 +287,7 @@ def test_token_only_and_piece_only_hit_the_same_counts(level):
     _check_schedule(steps, start, width, level)
     hierarchical = pruning.ratio_schedule(pruning.random_score_fn(jax.random.PRNGKey(3)), start)
     for a, b in zip(steps, hierarchical):   # ratio * m is whole here, so every level removes as many scalars
-        assert pruning.surviving_parameter_count(a.masks, width) == pruning.surviving_parameter_count(b.masks, width)
+        assert _kept(a.masks, width) == _kept(b.masks, width)
 
 
 @pytest.mark.parametrize("level", pruning.LEVELS)
@@ -295,7 +299,7 @@ def test_reversed_keeps_the_lowest_scored_parts(level):
     _check_schedule(steps, start, width, level, reverse=True)
     forward = pruning.masks_for_ratio(scores, start, 0.5, level=level)
     backward = pruning.masks_for_ratio(scores, start, 0.5, level=level, reverse=True)
-    assert pruning.surviving_parameter_count(forward, width) == pruning.surviving_parameter_count(backward, width)
+    assert _kept(forward, width) == _kept(backward, width)
     kept_forward, kept_backward = _effective(forward) == 1, _effective(backward) == 1
     if level == "piece":   # the kept pieces are exactly the lowest-scored half
         order = np.sort(scores["piece"].reshape(-1))
@@ -315,7 +319,7 @@ def test_random_masks_have_the_same_sparsity_and_split(level):
         a = pruning.random_masks(jax.random.PRNGKey(1), start, ratio, level=level)
         b = pruning.random_masks(jax.random.PRNGKey(2), start, ratio, level=level)
         for masks in (a, b):
-            assert pruning.surviving_parameter_count(masks, width) == pruning.surviving_parameter_count(xprompt, width)
+            assert _kept(masks, width) == _kept(xprompt, width)
             assert np.asarray(masks[TOKEN]).sum() == np.asarray(xprompt[TOKEN]).sum()
         assert not np.array_equal(_effective(a), _effective(b))
     same = pruning.random_masks(jax.random.PRNGKey(1), start, 0.3)
@@ -329,7 +333,7 @@ def test_pruning_inputs_are_checked():
         with pytest.raises(ConfigError, match="strictly between 0 and 1"):
             pruning.masks_for_ratio(scores, start, ratio)
     with pytest.raises(ConfigError, match="k=2 must divide the prompt width e=5"):
-        pruning.surviving_parameter_count(start, 5)
+        mask_lib.surviving_parameters(start[TOKEN], start[PIECE], 5)
     with pytest.raises(ConfigError, match="token_mask \\(m,\\) and piece_mask \\(m, k\\)"):
         pruning.masks_for_ratio(scores, {TOKEN: np.ones(5), PIECE: np.ones((4, 2))}, 0.3)
     with pytest.raises(ConfigError, match="do not match the masks"):
@@ -362,15 +366,20 @@ def test_rewind_restores_stage_one_values_of_survivors_and_zeros_the_rest():
         pruning.rewind(stage1, mask_lib.ones(4, 4))
 
 
-def test_summary_row_counts_what_the_masks_keep():
+def test_summary_table_counts_what_the_masks_keep():
+    """The results table XPrompt logs: one row per stage, the scalars the masks keep, the best score."""
+    from xprompt_jax.xprompt.run import format_table
     masks = _masks(token_off=[3], pieces_off=[(0, 1), (2, 0)])
-    row = pruning.summary_row(0.4, masks, 4, 0.75)
-    assert row == {"ratio": 0.4, "surviving_parameters": 12, "kept_fraction": 0.6, "tokens_kept": 4,
-                   "pieces_kept": 6, "score": 0.75}
-    assert pruning.summary_row(0.4, masks, 4, {"accuracy": 0.5})["accuracy"] == 0.5
-    table = pruning.format_summary([row, pruning.summary_row(0.5, masks, 4, 0.7)])
-    assert table.splitlines()[0].split() == list(row)
-    assert len(table.splitlines()) == 3
+    kept = _kept(masks, 4)
+    assert kept == 12   # 5 tokens x 2 pieces x 2 scalars, less token 3 (4) and two pieces (2 each)
+    rows = [{"stage": "prompt tuning", "ratio": 0.0, "tokens": 5, "parameters": 20, "accuracy": 0.5},
+            {"stage": "xprompt hierarchical", "ratio": 0.4, "tokens": int(masks[TOKEN].sum()), "parameters": kept,
+             "accuracy": 0.75},
+            {"stage": "xprompt hierarchical", "ratio": 0.5, "tokens": 4, "parameters": 10, "accuracy": None}]
+    table = format_table(rows, "accuracy").splitlines()
+    assert table[0].split() == ["stage", "ratio", "tokens", "parameters", "accuracy"]
+    assert table[2].split() == ["xprompt", "hierarchical", "40%", "4", "12", "0.75"]
+    assert table[3].split()[-1] == "-" and len(table) == 4
 
 
 def test_score_prune_rewind_retrain_on_the_fixture(tiny):
@@ -379,7 +388,7 @@ def test_score_prune_rewind_retrain_on_the_fixture(tiny):
     _, config, frozen, model, trainable = tiny
     batches = [(_batch(4, seed=6), None)]
     steps = pruning.ratio_schedule(
-        lambda masks: pruning.importance_scores(model, trainable, frozen, masks, batches),
+        lambda masks: importance.importance_scores(model, trainable, frozen, masks, batches),
         mask_lib.ones(5, 2), ratios=(0.2, 0.5, 0.7))
     _check_schedule(steps, mask_lib.ones(5, 2), config.emb_dim, "hierarchical")
     masks = steps[-1].masks
@@ -392,4 +401,4 @@ def test_score_prune_rewind_retrain_on_the_fixture(tiny):
     prompt = np.asarray(state.trainable["prompt"]["prompt"])
     dense = np.asarray(mask_lib.dense_mask(masks[TOKEN], masks[PIECE], config.emb_dim))
     assert (prompt[dense == 0] == 0).all()
-    assert np.count_nonzero(prompt) == pruning.surviving_parameter_count(masks, config.emb_dim) == 6
+    assert np.count_nonzero(prompt) == _kept(masks, config.emb_dim) == 6

@@ -10,6 +10,7 @@ from helpers import shared_path, write_label_task
 from xprompt_jax import gin_configurables as configured
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.gin_flags import parse_gin
+from xprompt_jax.prompts.masks import surviving_parameters
 from xprompt_jax.xprompt import pruning
 
 
@@ -49,7 +50,7 @@ def test_full_pipeline_writes_every_stage_and_hits_each_ratio(caches, tmp_path):
     width = 4
     for row in rows[1:]:
         masks = dict(np.load(run / "pruning" / f"ratio_{row['ratio']:.2f}" / "masks.npz"))
-        assert row["parameters"] == pruning.surviving_parameter_count(masks, width)
+        assert row["parameters"] == surviving_parameters(masks["token_mask"], masks["piece_mask"], width)
         assert row["parameters"] == pruning.planned_surviving_parameters(row["ratio"], 4, width, 2)
         assert (run / "pruning" / f"ratio_{row['ratio']:.2f}" / "heatmap.png").exists()
         assert os.path.exists(run / "rewind" / f"ratio_{row['ratio']:.2f}" / "result.json")

@@ -125,7 +125,7 @@ def ensemble_greedy_tokens(model: PromptEnsemble, trainable, frozen, encoder_inp
 
 
 class EnsembleEvaluator(Evaluator):
-    """``trainer.Evaluator`` for a ``PromptEnsemble``: per-prompt predictions, the vote, their metrics."""
+    """``run.evaluator.Evaluator`` for a ``PromptEnsemble``: per-prompt predictions, the vote, their metrics."""
 
     def per_prompt_texts(self, trainable, frozen) -> List[List[str]]:
         """[example][prompt] predicted text, every batch run once for all N prompts."""

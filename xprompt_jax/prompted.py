@@ -2,12 +2,12 @@
 
 Three separate pytrees go in: ``trainable`` (``{'prompt': ...}`` — the prompt module's parameters),
 ``frozen`` (the T5 parameters, never differentiated) and ``masks`` (the token and piece masks XPrompt
-prunes). ``PromptSpec`` (gin: ``PromptSpec.length`` etc.) says which prompt, how it starts and where
-it goes; ``build_prompted_t5`` turns it into a ``PromptedT5`` for a model config and its frozen weights.
+prunes). A prompt spec (``PromptSpec(kind=..., ...)``, one class per kind in ``prompts/kinds/``; gin:
+``PromptSpec.length`` etc.) says which prompt, how it starts and where it goes; ``build_prompted_t5``
+turns it into a ``PromptedT5`` for a model config and its frozen weights.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional, Sequence
 
 import jax
@@ -19,83 +19,20 @@ from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.t5 import T5
 from xprompt_jax.prompts import combine as combine_lib
 from xprompt_jax.prompts import initializers
+from xprompt_jax.prompts.kinds import PromptSpecBase, make_spec
 from xprompt_jax.prompts.modules import Prompt
 
-# The trainable (or frozen) tree's key for T5's own weights: present in the trainable tree only when the
-# model itself trains (full fine-tuning, trainable='model' or 'prompt+model').
-T5_WEIGHTS = "t5"
-
 PROMPT = "prompt"
+# The trainable-tree entry of T5's own weights: present only when a run fine-tunes the whole model.
+T5_WEIGHTS = "t5"
 # A trainable-tree entry holding an already materialised m x e prompt (see PromptedT5.for_evaluation).
 MATERIALIZED = "materialized_prompt"
-INIT_KINDS = ("uniform", "sampled_vocabulary", "class_labels", "file")
-# How the m x e prompt is made: the matrix itself (Lester et al.) or a reparameterising network.
-PROMPT_KINDS = ("prompt", "ept", "ptuning", "resprompt")
-# PromptSpec fields of the reparameterised kinds, and which of them each kind reads.
-REPARAMETERIZATION_FIELDS = ("kind", "rank", "hidden", "ptuning_encoder", "lstm_layers", "resprompt_separate")
-KIND_FIELDS = {"ept": ("kind", "rank"), "ptuning": ("kind", "hidden", "ptuning_encoder", "lstm_layers"),
-               "resprompt": ("kind", "hidden", "resprompt_separate")}
+# ``PromptSpec(kind=..., **fields)``: the spec class of that kind (prompts/kinds/), as gin's
+# ``xprompt_jax.PromptSpec`` builds it.
+PromptSpec = make_spec
 
 
-@dataclasses.dataclass(frozen=True)
-class PromptSpec:
-    """What prompt a run trains. Defaults are Lester et al.'s (100 tokens, sampled vocabulary).
-
-    ``init``: 'uniform' (U[-init_scale, init_scale]), 'sampled_vocabulary' (rows of the frozen embedding
-    among the ``population_size`` most common pieces), 'class_labels' (mean embedding of each label
-    string, remaining rows sampled) or 'file' (``init_file``: a ``.npy``, or a run's ``MODEL_DIR`` whose
-    exported prompt is reused). ``pieces`` is XPrompt's k (pieces per prompt token); it must divide the
-    model width. ``combine``: 'prefix', 'after_first_token' or 'before_eos'.
-
-    ``kind`` picks what makes the prompt (``prompts/reparameterized.py``): 'prompt' (the matrix itself),
-    'ept' (one vector through a rank-``rank`` linear bottleneck, broadcast to ``length`` copies: length 1
-    is EPT, 10 is EPT*), 'ptuning' (``ptuning_encoder`` 'mlp' or 'lstm', ``hidden`` default e,
-    ``lstm_layers``) or 'resprompt' (bottleneck ``hidden`` default 400, LayerNorm, residual; one MLP
-    shared by the tokens, or one per token with ``resprompt_separate``). ``init`` then starts the
-    network's input embeddings. Whatever the kind, what is exported and evaluated is the m x e output.
-    """
-    length: int = 100
-    init: str = "sampled_vocabulary"
-    init_scale: float = 0.5
-    population_size: int = 5000
-    init_file: Optional[str] = None
-    pieces: int = 16
-    combine: str = "prefix"
-    kind: str = "prompt"
-    rank: int = 1
-    hidden: Optional[int] = None
-    ptuning_encoder: str = "mlp"
-    lstm_layers: int = 2
-    resprompt_separate: bool = False
-
-    def __post_init__(self):
-        if self.kind not in PROMPT_KINDS:
-            raise ConfigError(f"unknown PromptSpec.kind {self.kind!r}; choose one of {list(PROMPT_KINDS)}")
-        if self.kind == "ept":
-            from xprompt_jax.prompts.reparameterized import check_ept
-            check_ept(self.rank, None, self.length)  # r < e is checked against the model when built
-        if self.kind == "ptuning":
-            from xprompt_jax.prompts.reparameterized import check_ptuning
-            check_ptuning(self.ptuning_encoder, self.hidden, self.lstm_layers)
-        if self.kind == "resprompt" and self.hidden is not None and self.hidden < 1:
-            raise ConfigError(f"ResPrompt's bottleneck (PromptSpec.hidden) must be at least 1, got {self.hidden}")
-        if self.length < 1:
-            raise ConfigError(f"PromptSpec.length must be at least 1, got {self.length}")
-        if self.init not in INIT_KINDS:
-            raise ConfigError(f"unknown PromptSpec.init {self.init!r}; choose one of {list(INIT_KINDS)}")
-        if self.init == "file" and not self.init_file:
-            raise ConfigError("PromptSpec.init='file' needs PromptSpec.init_file (a .npy or a run's MODEL_DIR)")
-        combine_lib.get_combine(self.combine)
-
-    def to_dict(self):
-        """The fields that matter for this ``kind`` (run_config.json's ``prompt``; ``PromptSpec(**d)`` rebuilds
-        it): a plain prompt's dict is what it was before reparameterised kinds existed, so older runs resume."""
-        values = dataclasses.asdict(self)
-        keep = KIND_FIELDS.get(self.kind, ())
-        return {k: v for k, v in values.items() if k not in REPARAMETERIZATION_FIELDS or k in keep}
-
-
-def make_initializer(spec: PromptSpec, embedding, label_token_ids: Optional[Sequence[Sequence[int]]] = None):
+def make_initializer(spec: PromptSpecBase, embedding, label_token_ids: Optional[Sequence[Sequence[int]]] = None):
     """The ``(rng, shape) -> array`` closure ``spec`` asks for, bound to the frozen embedding table."""
     if spec.init == "uniform":
         return initializers.uniform(spec.init_scale)
@@ -114,7 +51,7 @@ class PromptedT5:
     """Forward passes of T5(frozen) with ``prompt_module``'s output combined into the encoder input.
 
     ``prompt_module=None`` is plain T5 (full fine-tuning, or pre-training the demo's model): the
-    trainable tree then holds ``'t5'`` and no prompt. When ``trainable`` has a ``'t5'`` entry it
+    trainable tree then holds ``T5_WEIGHTS`` and no prompt. When ``trainable`` has that entry it
     replaces the frozen weights, which is how full fine-tuning runs on the same trainer.
     """
 
@@ -191,7 +128,7 @@ class PromptedT5:
         return self.decode(trainable, frozen, encoded, mask, batch["decoder_input_tokens"], deterministic, rngs)
 
 
-def build_prompted_t5(config: T5Config, spec: PromptSpec, frozen_params,
+def build_prompted_t5(config: T5Config, spec: PromptSpecBase, frozen_params,
                       label_token_ids: Optional[Sequence[Sequence[int]]] = None,
                       input_length: Optional[int] = None) -> PromptedT5:
     """Check ``spec`` against the model and bind its initialiser to the frozen embedding table."""
@@ -206,15 +143,6 @@ def build_prompted_t5(config: T5Config, spec: PromptSpec, frozen_params,
     return PromptedT5(config, module, spec.combine)
 
 
-def make_prompt_module(spec: PromptSpec, width: int, init_fn) -> nn.Module:
+def make_prompt_module(spec: PromptSpecBase, width: int, init_fn) -> nn.Module:
     """The prompt module ``spec.kind`` names, ``width`` wide (bad sizes for this width raise ConfigError)."""
-    common = dict(length=spec.length, width=width, pieces=spec.pieces, init_fn=init_fn)
-    if spec.kind == "prompt":
-        return Prompt(**common)
-    from xprompt_jax.prompts import reparameterized as rp
-    if spec.kind == "ept":
-        return rp.EPTPrompt(rank=spec.rank, **common)
-    if spec.kind == "ptuning":
-        return rp.PTuningPrompt(encoder=spec.ptuning_encoder, hidden=spec.hidden, lstm_layers=spec.lstm_layers,
-                                **common)
-    return rp.ResPrompt(hidden=spec.hidden or rp.RESPROMPT_HIDDEN, separate=spec.resprompt_separate, **common)
+    return spec.build_module(width, init_fn)

@@ -21,7 +21,7 @@ from flax import struct
 
 from xprompt_jax import diagnostics, losses, partitioning
 from xprompt_jax.errors import ConfigError
-from xprompt_jax.prompted import PROMPT, PromptedT5
+from xprompt_jax.prompted import PROMPT, T5_WEIGHTS, PromptedT5
 from xprompt_jax.prompts import masks as mask_lib
 
 BATCH_KEYS = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights")
@@ -152,10 +152,10 @@ class Shardings:
 def state_shardings(model: PromptedT5, optimizer, state_shapes: TrainState, mesh, rules, frozen_logical=None):
     """Shardings of every state leaf: trainable by its logical axes, optimiser state like its parameter."""
     trainable_logical = dict(model.logical_axes())
-    if "t5" in state_shapes.trainable:
+    if T5_WEIGHTS in state_shapes.trainable:
         if frozen_logical is None:
             raise ConfigError("full fine-tuning needs the T5 logical axes")
-        trainable_logical["t5"] = frozen_logical
+        trainable_logical[T5_WEIGHTS] = frozen_logical
     trainable_sh = partitioning.logical_to_sharding(trainable_logical, mesh, rules)
     replicated = partitioning.replicated(mesh)
 
@@ -170,7 +170,7 @@ def state_shardings(model: PromptedT5, optimizer, state_shapes: TrainState, mesh
 def make_shardings(model: PromptedT5, optimizer, state_shapes: TrainState, mesh, frozen_logical,
                    rules=partitioning.DEFAULT_RULES) -> Shardings:
     # Full fine-tuning moves the T5 weights into the trainable tree; the frozen tree is then empty.
-    frozen = {} if "t5" in state_shapes.trainable else partitioning.logical_to_sharding(frozen_logical, mesh, rules)
+    frozen = {} if T5_WEIGHTS in state_shapes.trainable else partitioning.logical_to_sharding(frozen_logical, mesh, rules)
     state = state_shardings(model, optimizer, state_shapes, mesh, rules, frozen_logical)
     batch = {k: partitioning.batch_sharding(mesh) for k in BATCH_KEYS}
     return Shardings(mesh, tuple(rules), state, frozen, batch)

@@ -42,7 +42,7 @@ from xprompt_jax.run.data import eval_batches
 from xprompt_jax.run.frozen_model import load_frozen
 from xprompt_jax.run.lock import prepare_model_dir
 from xprompt_jax.run.loop import check_model_dir, train
-from xprompt_jax.xprompt import heatmaps, pruning
+from xprompt_jax.xprompt import heatmaps, importance, pruning
 
 logger = logging.getLogger(__name__)
 
@@ -214,14 +214,14 @@ def _score_fn(model, p_star, frozen, data: DataConfig, variant, importance_examp
 
     def score_fn(masks):
         batches = ((batch, valid) for batch, valid, _ in eval_batches(train_data, batch_size))
-        return pruning.importance_scores(model, p_star, frozen, masks, batches, max_examples=importance_examples)
+        return importance.importance_scores(model, p_star, frozen, masks, batches, max_examples=importance_examples)
     return score_fn
 
 
 def _rewind_stage(stages: StageInputs, model_dir, ratio, masks, p_star, prompt_spec, variant, level, reverse,
                   width, metric) -> dict:
     directory = os.path.join(model_dir, "rewind", _ratio_name(ratio))
-    surviving = pruning.surviving_parameter_count(masks, width)
+    surviving = mask_lib.surviving_parameters(masks[mask_lib.TOKEN_MASK], masks[mask_lib.PIECE_MASK], width)
     if variant == "length":
         tokens = max(1, math.ceil(surviving / width))
         spec = PromptSpec(**{**prompt_spec.to_dict(), "length": tokens})
