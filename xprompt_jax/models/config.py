@@ -8,8 +8,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence, Tuple
 
-import gin
-
 T5_VOCAB_SIZE = 32128  # 32,000 SentencePiece pieces + 100 sentinels, padded as T5 pads it.
 
 
@@ -62,7 +60,7 @@ class T5Config:
         return "t5_1_0" if self.logits_via_embedding else "t5_1_1"
 
 
-# (num_heads, num_layers per stack, emb_dim, mlp_dim), METHODS.md section 1 and the T5 paper.
+# (num_heads, num_layers per stack, emb_dim, mlp_dim), docs/methods.md section 1 and the T5 paper.
 _T5_1_1_SIZES = {
     "small": (6, 8, 512, 1024),
     "base": (12, 12, 768, 2048),
@@ -118,7 +116,6 @@ def _named_configs() -> dict:
 NAMED_CONFIGS = _named_configs()
 
 
-@gin.configurable(module="xprompt_jax")
 def t5_config(name: Optional[str] = None, variant: str = "t5_1_1", size: str = "base", **overrides) -> T5Config:
     """A named T5 config with overrides; gin layers bind ``variant`` (models/) and ``size`` (sizes/).
 
