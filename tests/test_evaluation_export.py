@@ -6,7 +6,8 @@ import pytest
 
 from xprompt_jax import export
 from xprompt_jax.errors import ConfigError
-from xprompt_jax.models.decoding import greedy_decode, score_targets
+from xprompt_jax.models.decoding import greedy_decode_encoded, shift_right, token_log_likelihoods
+from xprompt_jax.models.t5 import T5
 from xprompt_jax.prompted import PromptSpec, build_prompted_t5
 from xprompt_jax.run import evaluator as evaluation
 from xprompt_jax.t5_import import load_t5_checkpoint
@@ -25,6 +26,14 @@ def _inputs():
     return np.array([[37, 5, 98, 21, 1, 0], [13, 9, 1, 0, 0, 0], [4, 5, 6, 7, 8, 1]], np.int32)
 
 
+def _prefix_encode(t5, params, inputs, prompt):
+    """The prompt's rows written in front of the token embeddings, by hand, and encoded."""
+    embedded = t5.apply({"params": params}, inputs, method=T5.embed)
+    combined = jnp.concatenate([jnp.broadcast_to(prompt, (inputs.shape[0],) + prompt.shape), embedded], axis=1)
+    mask = jnp.concatenate([jnp.ones((inputs.shape[0], prompt.shape[0]), bool), inputs > 0], axis=1)
+    return t5.apply({"params": params}, combined, mask, method=T5.encode_embedded), mask
+
+
 def test_rank_classification_equals_per_label_log_likelihoods(prompted):
     config, frozen, model, trainable, masks = prompted
     labels = np.array([[10, 11, 1], [12, 1, 0], [13, 14, 1]], np.int32)
@@ -33,7 +42,9 @@ def test_rank_classification_equals_per_label_log_likelihoods(prompted):
     prompt = model.prompt(trainable, masks)
     for c, label in enumerate(labels):
         targets = np.tile(label, (3, 1))
-        explicit = score_targets(model.t5, frozen, inputs, targets, prefix_embeddings=prompt)
+        encoded, mask = _prefix_encode(model.t5, frozen, inputs, prompt)
+        logits = model.t5.apply({"params": frozen}, encoded, mask, shift_right(targets), method=T5.decode)
+        explicit = token_log_likelihoods(logits, targets).sum(-1)
         np.testing.assert_allclose(got[:, c], np.asarray(explicit), rtol=1e-5, atol=1e-5)
     batches = [({"encoder_input_tokens": jnp.asarray(inputs)}, np.array([True, True, False]))]
     predicted = evaluation.predict_labels(model, trainable, frozen, masks, batches, labels)
@@ -44,7 +55,8 @@ def test_greedy_prediction_equals_prefix_decoding(prompted):
     config, frozen, model, trainable, masks = prompted
     inputs = _inputs()
     ours = np.asarray(evaluation.greedy_tokens(model, trainable, frozen, masks, inputs, 5))
-    reference = np.asarray(greedy_decode(model.t5, frozen, inputs, 5, prefix_embeddings=model.prompt(trainable, masks)))
+    encoded, mask = _prefix_encode(model.t5, frozen, inputs, model.prompt(trainable, masks))
+    reference = np.asarray(greedy_decode_encoded(model.t5, frozen, encoded, mask, 5))
     np.testing.assert_array_equal(ours, reference)
 
 

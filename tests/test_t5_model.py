@@ -31,6 +31,19 @@ def _batch(vocab=100, seed=0):
     return inputs, targets
 
 
+def _prefixed_logits(model, params, inputs, decoder_inputs, prefix, prefix_mask=None):
+    """Logits with ``prefix`` rows written in front of the token embeddings, through T5's one prompt door."""
+    batch = inputs.shape[0]
+    embedded = model.apply({"params": params}, inputs, method=T5.embed)
+    prefix = jnp.broadcast_to(prefix, (batch,) + prefix.shape[-2:])
+    prefix_mask = jnp.ones(prefix.shape[:2], bool) if prefix_mask is None else jnp.broadcast_to(
+        prefix_mask, prefix.shape[:2])
+    mask = jnp.concatenate([prefix_mask, inputs > 0], axis=1)
+    encoded = model.apply({"params": params}, jnp.concatenate([prefix, embedded], axis=1), mask,
+                          method=T5.encode_embedded)
+    return model.apply({"params": params}, encoded, mask, decoder_inputs, method=T5.decode)
+
+
 def test_parameter_names_equal_a_real_t5x_checkpoint(t5x_tiny_dir):
     """Our tree, built from the config alone, has exactly the names and shapes T5X wrote."""
     state = serialization.msgpack_restore((t5x_tiny_dir / "checkpoint").read_bytes())
@@ -106,7 +119,7 @@ def test_prefix_embeddings_equal_prepended_tokens(name):
     inputs, targets = _batch()
     prefix_ids = np.array([17, 23, 5, 42], np.int32)
     prefix = params["token_embedder"]["embedding"][prefix_ids]
-    with_prompt = model.apply({"params": params}, inputs, shift_right(targets), prefix_embeddings=prefix)
+    with_prompt = _prefixed_logits(model, params, inputs, shift_right(targets), prefix)
     typed = np.concatenate([np.broadcast_to(prefix_ids, (3, 4)), inputs], axis=1)
     with_tokens = model.apply({"params": params}, typed, shift_right(targets))
     np.testing.assert_allclose(with_prompt, with_tokens, rtol=1e-5, atol=1e-5)
@@ -118,11 +131,10 @@ def test_masked_prefix_rows_are_invisible():
     model = T5(cfg)
     inputs, targets = _batch()
     prefix = jax.random.normal(jax.random.PRNGKey(3), (3, cfg.emb_dim))
-    masked = model.apply({"params": params}, inputs, shift_right(targets), prefix_embeddings=prefix,
-                         prefix_mask=jnp.array([True, False, True]))
+    masked = _prefixed_logits(model, params, inputs, shift_right(targets), prefix, jnp.array([True, False, True]))
     other = prefix.at[1].set(100.0)
-    masked_other = model.apply({"params": params}, inputs, shift_right(targets), prefix_embeddings=other,
-                               prefix_mask=jnp.array([True, False, True]))
+    masked_other = _prefixed_logits(model, params, inputs, shift_right(targets), other,
+                                    jnp.array([True, False, True]))
     np.testing.assert_allclose(masked, masked_other, rtol=1e-6, atol=1e-6)
 
 
@@ -161,7 +173,7 @@ def test_remat_changes_nothing_but_memory(policy):
     prefix = jax.random.normal(jax.random.PRNGKey(7), (2, cfg.emb_dim))
 
     def loss(prompt, config):
-        logits = T5(config).apply({"params": params}, inputs, shift_right(targets), prefix_embeddings=prompt)
+        logits = _prefixed_logits(T5(config), params, inputs, shift_right(targets), prompt)
         return -token_log_likelihoods(logits, targets).sum()
 
     value, grad = jax.value_and_grad(loss)(prefix, cfg)
@@ -222,6 +234,6 @@ def test_config_rejects_bad_values():
         T5Config(mlp_activations=("swish",))
     with pytest.raises(ValueError, match="emb_dim"):
         cfg = t5_config("t5_1_1_tiny")
-        T5(cfg).apply({"params": init_params(cfg)}, np.ones((1, 3), np.int32), np.zeros((1, 2), np.int32),
-                      prefix_embeddings=np.zeros((2, cfg.emb_dim + 1), np.float32))
+        T5(cfg).apply({"params": init_params(cfg)}, np.zeros((1, 3, cfg.emb_dim + 1), np.float32),
+                      np.ones((1, 3), bool), method=T5.encode_embedded)
     json.dumps(t5_config("base").__dict__)  # a config is plain data (written beside runs later)

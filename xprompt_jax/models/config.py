@@ -60,7 +60,7 @@ class T5Config:
         return "t5_1_0" if self.logits_via_embedding else "t5_1_1"
 
 
-# (num_heads, num_layers per stack, emb_dim, mlp_dim), METHODS.md section 1 and the T5 paper.
+# (num_heads, num_layers per stack, emb_dim, mlp_dim), docs/methods.md section 1 and the T5 paper.
 _T5_1_1_SIZES = {
     "small": (6, 8, 512, 1024),
     "base": (12, 12, 768, 2048),

@@ -1,11 +1,9 @@
 """Teacher-forced scoring and cached greedy decoding on top of ``models.t5.T5``.
 
-Both take an optional soft prompt (``prefix_embeddings``/``prefix_mask``) so that evaluation of a
-prompt-tuned model goes through exactly the code used here.
+A prompted model (``PromptedT5``) encodes with its prompt and decodes from the encoder output with
+``greedy_decode_encoded``, the same loop ``greedy_decode`` runs.
 """
 from __future__ import annotations
-
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,26 +28,21 @@ def token_log_likelihoods(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.where(targets > PAD_ID, picked, 0.0)
 
 
-def score_targets(model: T5, params, encoder_input_tokens: jax.Array, targets: jax.Array,
-                  prefix_embeddings: Optional[jax.Array] = None,
-                  prefix_mask: Optional[jax.Array] = None) -> jax.Array:
+def score_targets(model: T5, params, encoder_input_tokens: jax.Array, targets: jax.Array) -> jax.Array:
     """Sum of target log-likelihoods per example (padding excluded): the rank-classification score."""
-    logits = model.apply({"params": params}, encoder_input_tokens, shift_right(targets),
-                         prefix_embeddings=prefix_embeddings, prefix_mask=prefix_mask)
+    logits = model.apply({"params": params}, encoder_input_tokens, shift_right(targets))
     return token_log_likelihoods(logits, targets).sum(axis=-1)
 
 
 def greedy_decode(model: T5, params, encoder_input_tokens: jax.Array, max_decode_length: int,
-                  min_decode_length: int = 0, prefix_embeddings: Optional[jax.Array] = None,
-                  prefix_mask: Optional[jax.Array] = None, eos_id: int = EOS_ID) -> jax.Array:
+                  min_decode_length: int = 0, eos_id: int = EOS_ID) -> jax.Array:
     """Greedy decoding with a key/value cache; returns [batch, max_decode_length] token ids.
 
     The encoder runs once. Each step feeds one token and reads one row of logits. EOS is forbidden
     before ``min_decode_length`` tokens (as Hugging Face's ``min_new_tokens``); after an example emits
     EOS it emits padding. The output excludes the decoder start token.
     """
-    encoded, encoder_mask = model.apply({"params": params}, encoder_input_tokens, prefix_embeddings,
-                                        prefix_mask, method=T5.encode)
+    encoded, encoder_mask = model.apply({"params": params}, encoder_input_tokens, method=T5.encode)
     return greedy_decode_encoded(model, params, encoded, encoder_mask, max_decode_length, min_decode_length,
                                  eos_id)
 

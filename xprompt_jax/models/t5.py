@@ -20,261 +20,41 @@ Every parameter is created through ``nn.with_logical_partitioning`` and the main
 through ``nn.with_logical_constraint``: both are no-ops until a mesh and logical-axis rules are in
 scope, and then shard the model without touching this file.
 
-Soft prompts enter through ``T5.encode(..., prefix_embeddings=, prefix_mask=)``: rows placed in front of
-the token embeddings, seen by the encoder's relative positions and by the cross-attention as ordinary
-positions.
+Soft prompts enter through one door, ``T5.encode_embedded(embedded, mask)``: ``xprompt_jax.prompted.PromptedT5``
+combines ``T5.embed(tokens)`` with the prompt rows and encodes the result, whose rows the encoder's relative
+positions and the cross-attention see as ordinary positions.
+
+Modules: ``layers`` (norm, dense, embedding, MLP), ``attention`` (relative position bias, attention),
+``t5`` (the layers, stacks and the encoder-decoder; it re-exports the public names of both).
 """
 from __future__ import annotations
 
-import functools
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
 
+from xprompt_jax.models.attention import Attention, RelativePositionBiases, relative_position_bucket
 from xprompt_jax.models.config import T5Config
+from xprompt_jax.models.layers import (
+    BATCH,
+    EMBED,
+    LENGTH,
+    VOCAB,
+    Array,
+    Dense,
+    Embed,
+    MlpBlock,
+    RMSNorm,
+    _constrain,
+    _dtype,
+    _wide,
+)
 
-Array = jax.Array
-
-# Logical axis names of activations.
-BATCH, LENGTH, EMBED, HEADS, KV, MLP, VOCAB = "batch", "length", "embed", "heads", "kv", "mlp", "vocab"
-
-
-def _dtype(name) -> jnp.dtype:
-    return jnp.dtype(name)
-
-
-def _wide(dtype) -> jnp.dtype:
-    """Dtype for numerically sensitive sums (norm statistics, softmax, logits): float32 or wider."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-def _constrain(x: Array, axes: Tuple[str, ...]) -> Array:
-    return nn.with_logical_constraint(x, axes)
-
-
-# --------------------------------------------------------------------------------------------------
-# Initialisers (T5X / flaxformer defaults; only used for models trained from scratch and in tests).
-# --------------------------------------------------------------------------------------------------
-_kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
-_embedding_init = nn.initializers.normal(stddev=1.0)
-_relpos_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
-
-
-def _query_init(head_dim: int) -> Callable:
-    """T5 does not scale attention logits at run time; the query kernel's init carries 1/sqrt(head_dim)."""
-    def init(key, shape, dtype=jnp.float32):
-        return _kernel_init(key, shape, dtype) / jnp.sqrt(head_dim).astype(dtype)
-    return init
-
-
-# --------------------------------------------------------------------------------------------------
-# Relative position buckets: T5's formula (mesh-tensorflow, T5X, flaxformer).
-# --------------------------------------------------------------------------------------------------
-def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool = True,
-                             num_buckets: int = 32, max_distance: int = 128) -> np.ndarray:
-    """Bucket of ``memory_position - query_position``: exact for small offsets, logarithmic beyond.
-
-    Bidirectional (encoder) tables use half the buckets for keys after the query; causal (decoder)
-    tables map every key after the query to bucket 0. Offsets beyond ``max_distance`` share the last
-    bucket. Computed in NumPy: positions are static, so buckets are compile-time constants.
-    """
-    ret = np.zeros_like(relative_position, dtype=np.int32)
-    n = -np.asarray(relative_position, dtype=np.int32)
-    if bidirectional:
-        num_buckets //= 2
-        ret += (n < 0).astype(np.int32) * num_buckets
-        n = np.abs(n)
-    else:
-        n = np.maximum(n, 0)
-    max_exact = num_buckets // 2
-    is_small = n < max_exact
-    with np.errstate(divide="ignore"):
-        val_if_large = max_exact + (
-            np.log(n.astype(np.float32) / max_exact + np.finfo(np.float32).eps)
-            / np.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(np.int32)
-    val_if_large = np.minimum(val_if_large, num_buckets - 1)
-    ret += np.where(is_small, n, val_if_large)
-    return ret
-
-
-class RelativePositionBiases(nn.Module):
-    """One learned scalar per (head, bucket); shared by all layers of a stack, as in T5."""
-    num_buckets: int
-    max_distance: int
-    num_heads: int
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, qlen: int, klen: int, bidirectional: bool) -> Array:
-        context = np.arange(qlen, dtype=np.int32)[:, None]
-        memory = np.arange(klen, dtype=np.int32)[None, :]
-        buckets = relative_position_bucket(memory - context, bidirectional, self.num_buckets,
-                                           self.max_distance)
-        table = self.param("rel_embedding",
-                           nn.with_logical_partitioning(_relpos_init, ("heads", "relpos_buckets")),
-                           (self.num_heads, self.num_buckets), self.param_dtype)
-        # One-hot contraction instead of a gather: it shards and differentiates well on TPU.
-        wide = _wide(self.dtype)
-        one_hot = jnp.asarray(buckets[None, :, :] == np.arange(self.num_buckets)[:, None, None], dtype=wide)
-        values = jnp.einsum("hn,nqk->hqk", jnp.asarray(table, wide), one_hot)
-        return values[None]  # [1, heads, qlen, klen], float32 or wider
-
-
-# --------------------------------------------------------------------------------------------------
-# Layers.
-# --------------------------------------------------------------------------------------------------
-class RMSNorm(nn.Module):
-    """T5's layer norm: no mean subtraction, no bias; statistics in float32."""
-    epsilon: float
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        features = x.shape[-1]
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-                           (features,), self.param_dtype)
-        x32 = jnp.asarray(x, _wide(self.dtype))
-        var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
-        y = jnp.asarray(x32 * jax.lax.rsqrt(var + self.epsilon), self.dtype)
-        return y * jnp.asarray(scale, self.dtype)
-
-
-class Dense(nn.Module):
-    """A bias-free projection whose kernel keeps T5X's 2-D layout and logical axes."""
-    features: int
-    kernel_axes: Tuple[str, str]
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-    kernel_init: Callable = _kernel_init
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
-                            (x.shape[-1], self.features), self.param_dtype)
-        return jnp.dot(jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype))
-
-
-class Embed(nn.Module):
-    """Token embedding table; ``attend`` reuses it as the output layer (T5 1.0)."""
-    num_embeddings: int
-    features: int
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-
-    def setup(self):
-        self.embedding = self.param("embedding",
-                                    nn.with_logical_partitioning(_embedding_init, ("vocab", "embed")),
-                                    (self.num_embeddings, self.features), self.param_dtype)
-
-    def __call__(self, tokens: Array) -> Array:
-        return jnp.take(jnp.asarray(self.embedding, self.dtype), tokens, axis=0)
-
-    def attend(self, query: Array) -> Array:
-        wide = _wide(self.dtype)
-        return jnp.dot(jnp.asarray(query, wide), jnp.asarray(self.embedding, wide).T)
-
-
-class Attention(nn.Module):
-    """Multi-head attention without logit scaling, with an additive bias and an optional decode cache."""
-    num_heads: int
-    head_dim: int
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-    dropout_rate: float
-    implementation: Optional[str] = None
-
-    @nn.compact
-    def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Array, bias: Optional[Array],
-                 deterministic: bool, decode: bool = False) -> Array:
-        inner = self.num_heads * self.head_dim
-        proj = functools.partial(Dense, features=inner, kernel_axes=("embed", "joined_kv"),
-                                 dtype=self.dtype, param_dtype=self.param_dtype)
-        q = proj(kernel_init=_query_init(self.head_dim), name="query")(inputs_q)
-        k = proj(name="key")(inputs_kv)
-        v = proj(name="value")(inputs_kv)
-        split = lambda x: x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))
-        q, k, v = (_constrain(split(t), (BATCH, LENGTH, HEADS, KV)) for t in (q, k, v))
-
-        if decode:
-            k, v, mask, bias = self._update_cache(k, v, mask, bias)
-
-        dropout = not deterministic and self.dropout_rate > 0.0
-        if dropout or _wide(q.dtype) != jnp.float32:
-            # jax.nn.dot_product_attention has no dropout and always takes its softmax in float32.
-            out = self._explicit_attention(q, k, v, mask, bias, dropout)
-        else:
-            out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0,
-                                               implementation=self.implementation)
-        out = _constrain(out, (BATCH, LENGTH, HEADS, KV))
-        out = out.reshape(out.shape[:2] + (inner,))
-        return Dense(features=inputs_q.shape[-1], kernel_axes=("joined_kv", "embed"), dtype=self.dtype,
-                     param_dtype=self.param_dtype, name="out")(out)
-
-    def _update_cache(self, k, v, mask, bias):
-        """Write this step's key/value at the cache index; attend to every filled slot.
-
-        The first call (with the full-length target) only creates the cache, as T5X does, so its
-        shapes come from the maximum decode length.
-        """
-        initialised = self.has_variable("cache", "cached_key")
-        cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
-        cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
-        cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
-        if not initialised:
-            return k, v, mask, bias
-        batch, length = cached_key.value.shape[:2]
-        if k.shape[1] != 1:
-            raise ValueError(f"Decoding feeds one token per step; got a chunk of {k.shape[1]}")
-        index = cache_index.value
-        keys = jax.lax.dynamic_update_slice(cached_key.value, k, (0, index, 0, 0))
-        values = jax.lax.dynamic_update_slice(cached_value.value, v, (0, index, 0, 0))
-        cached_key.value, cached_value.value = keys, values
-        cache_index.value = index + 1
-        step_mask = (jnp.arange(length) <= index)[None, None, None, :]
-        step_mask = jnp.broadcast_to(step_mask, (batch, 1, 1, length))
-        if bias is not None:
-            bias = jax.lax.dynamic_slice(bias, (0, 0, index, 0), (bias.shape[0], bias.shape[1], 1, length))
-        return keys, values, step_mask, bias
-
-    def _explicit_attention(self, q, k, v, mask, bias, dropout: bool):
-        wide = _wide(q.dtype)
-        logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=wide)
-        if bias is not None:
-            logits = logits + bias
-        logits = jnp.where(mask, logits, jnp.finfo(wide).min)
-        probs = jax.nn.softmax(logits, axis=-1)
-        if dropout:
-            probs = nn.Dropout(rate=self.dropout_rate)(probs, deterministic=False)
-        return jnp.einsum("bnts,bsnh->btnh", probs.astype(v.dtype), v)
-
-
-class MlpBlock(nn.Module):
-    """T5's feed-forward block: ``wi`` + ReLU (T5 1.0) or gated GELU ``wi_0``*``wi_1`` (T5 1.1)."""
-    mlp_dim: int
-    activations: Tuple[str, ...]
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-    dropout_rate: float
-
-    @nn.compact
-    def __call__(self, x: Array, deterministic: bool) -> Array:
-        hidden = None
-        for i, act in enumerate(self.activations):
-            name = "wi" if len(self.activations) == 1 else f"wi_{i}"
-            h = Dense(self.mlp_dim, ("embed", "mlp"), self.dtype, self.param_dtype, name=name)(x)
-            if act == "relu":
-                h = jax.nn.relu(h)
-            elif act == "gelu":
-                h = jax.nn.gelu(h, approximate=True)
-            hidden = h if hidden is None else hidden * h
-        hidden = _constrain(hidden, (BATCH, LENGTH, MLP))
-        hidden = nn.Dropout(rate=self.dropout_rate, broadcast_dims=(-2,))(hidden, deterministic=deterministic)
-        return Dense(x.shape[-1], ("mlp", "embed"), self.dtype, self.param_dtype, name="wo")(hidden)
+__all__ = ["T5", "Encoder", "Decoder", "EncoderLayer", "DecoderLayer", "Attention", "RelativePositionBiases",
+           "relative_position_bucket", "RMSNorm", "Dense", "Embed", "MlpBlock", "init_params", "param_shapes",
+           "logical_axes"]
 
 
 def _norm(cfg: T5Config, name: str) -> RMSNorm:
@@ -415,32 +195,20 @@ class T5(nn.Module):
         return self.token_embedder(tokens)
 
     def encode_embedded(self, embedded: Array, input_mask: Array, deterministic: bool = True) -> Array:
-        """Encode an already-combined sequence (prompt rows placed anywhere among token embeddings)."""
+        """Encode an already-combined sequence (prompt rows placed anywhere among token embeddings).
+
+        The one door for a soft prompt: ``PromptedT5.encode`` combines ``embed(tokens)`` with the prompt
+        and calls this.
+        """
+        if embedded.shape[-1] != self.config.emb_dim:
+            raise ValueError(f"embedded inputs of width {embedded.shape[-1]} do not match the model's emb_dim "
+                             f"{self.config.emb_dim}")
         return self.encoder(embedded, input_mask, deterministic=deterministic)
 
-    def encode(self, encoder_input_tokens: Array, prefix_embeddings: Optional[Array] = None,
-               prefix_mask: Optional[Array] = None, deterministic: bool = True) -> Tuple[Array, Array]:
-        """Encode tokens, with optional embeddings (a soft prompt) placed in front of them.
-
-        Returns the encoder output and its attention mask (prompt positions included), which the
-        decoder's cross-attention needs.
-        """
-        embedded = self.token_embedder(encoder_input_tokens)
+    def encode(self, encoder_input_tokens: Array, deterministic: bool = True) -> Tuple[Array, Array]:
+        """Encode tokens; returns the encoder output and its attention mask (for cross-attention)."""
         mask = encoder_input_tokens > 0
-        if prefix_embeddings is not None:
-            batch = encoder_input_tokens.shape[0]
-            if prefix_embeddings.ndim == 2:
-                prefix_embeddings = jnp.broadcast_to(prefix_embeddings, (batch,) + prefix_embeddings.shape)
-            if prefix_embeddings.shape[-1] != self.config.emb_dim:
-                raise ValueError(f"prefix_embeddings width {prefix_embeddings.shape[-1]} does not match "
-                                 f"the model's emb_dim {self.config.emb_dim}")
-            if prefix_mask is None:
-                prefix_mask = jnp.ones(prefix_embeddings.shape[:2], bool)
-            elif prefix_mask.ndim == 1:
-                prefix_mask = jnp.broadcast_to(prefix_mask, (batch,) + prefix_mask.shape)
-            embedded = jnp.concatenate([prefix_embeddings.astype(embedded.dtype), embedded], axis=1)
-            mask = jnp.concatenate([prefix_mask.astype(bool), mask], axis=1)
-        return self.encoder(embedded, mask, deterministic=deterministic), mask
+        return self.encode_embedded(self.embed(encoder_input_tokens), mask, deterministic), mask
 
     def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
                deterministic: bool = True, decode: bool = False,
@@ -449,9 +217,8 @@ class T5(nn.Module):
                             decode=decode, max_decode_length=max_decode_length)
 
     def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
-                 prefix_embeddings: Optional[Array] = None, prefix_mask: Optional[Array] = None,
                  deterministic: bool = True) -> Array:
-        encoded, mask = self.encode(encoder_input_tokens, prefix_embeddings, prefix_mask, deterministic)
+        encoded, mask = self.encode(encoder_input_tokens, deterministic)
         return self.decode(encoded, mask, decoder_input_tokens, deterministic=deterministic)
 
 

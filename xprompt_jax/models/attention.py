@@ -1,0 +1,146 @@
+"""T5 attention: relative position buckets and biases, and multi-head attention with a decode cache."""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from xprompt_jax.models.layers import BATCH, HEADS, KV, LENGTH, Array, Dense, _constrain, _kernel_init, _wide
+
+_relpos_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
+
+
+def _query_init(head_dim: int) -> Callable:
+    """T5 does not scale attention logits at run time; the query kernel's init carries 1/sqrt(head_dim)."""
+    def init(key, shape, dtype=jnp.float32):
+        return _kernel_init(key, shape, dtype) / jnp.sqrt(head_dim).astype(dtype)
+    return init
+
+
+def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool = True,
+                             num_buckets: int = 32, max_distance: int = 128) -> np.ndarray:
+    """Bucket of ``memory_position - query_position``: exact for small offsets, logarithmic beyond.
+
+    Bidirectional (encoder) tables use half the buckets for keys after the query; causal (decoder)
+    tables map every key after the query to bucket 0. Offsets beyond ``max_distance`` share the last
+    bucket. Computed in NumPy: positions are static, so buckets are compile-time constants.
+    """
+    ret = np.zeros_like(relative_position, dtype=np.int32)
+    n = -np.asarray(relative_position, dtype=np.int32)
+    if bidirectional:
+        num_buckets //= 2
+        ret += (n < 0).astype(np.int32) * num_buckets
+        n = np.abs(n)
+    else:
+        n = np.maximum(n, 0)
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    with np.errstate(divide="ignore"):
+        val_if_large = max_exact + (
+            np.log(n.astype(np.float32) / max_exact + np.finfo(np.float32).eps)
+            / np.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(np.int32)
+    val_if_large = np.minimum(val_if_large, num_buckets - 1)
+    ret += np.where(is_small, n, val_if_large)
+    return ret
+
+
+class RelativePositionBiases(nn.Module):
+    """One learned scalar per (head, bucket); shared by all layers of a stack, as in T5."""
+    num_buckets: int
+    max_distance: int
+    num_heads: int
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, qlen: int, klen: int, bidirectional: bool) -> Array:
+        context = np.arange(qlen, dtype=np.int32)[:, None]
+        memory = np.arange(klen, dtype=np.int32)[None, :]
+        buckets = relative_position_bucket(memory - context, bidirectional, self.num_buckets,
+                                           self.max_distance)
+        table = self.param("rel_embedding",
+                           nn.with_logical_partitioning(_relpos_init, ("heads", "relpos_buckets")),
+                           (self.num_heads, self.num_buckets), self.param_dtype)
+        # One-hot contraction instead of a gather: it shards and differentiates well on TPU.
+        wide = _wide(self.dtype)
+        one_hot = jnp.asarray(buckets[None, :, :] == np.arange(self.num_buckets)[:, None, None], dtype=wide)
+        values = jnp.einsum("hn,nqk->hqk", jnp.asarray(table, wide), one_hot)
+        return values[None]  # [1, heads, qlen, klen], float32 or wider
+
+
+class Attention(nn.Module):
+    """Multi-head attention without logit scaling, with an additive bias and an optional decode cache."""
+    num_heads: int
+    head_dim: int
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+    dropout_rate: float
+    implementation: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Array, bias: Optional[Array],
+                 deterministic: bool, decode: bool = False) -> Array:
+        inner = self.num_heads * self.head_dim
+        proj = functools.partial(Dense, features=inner, kernel_axes=("embed", "joined_kv"),
+                                 dtype=self.dtype, param_dtype=self.param_dtype)
+        q = proj(kernel_init=_query_init(self.head_dim), name="query")(inputs_q)
+        k = proj(name="key")(inputs_kv)
+        v = proj(name="value")(inputs_kv)
+        split = lambda x: x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))
+        q, k, v = (_constrain(split(t), (BATCH, LENGTH, HEADS, KV)) for t in (q, k, v))
+
+        if decode:
+            k, v, mask, bias = self._update_cache(k, v, mask, bias)
+
+        dropout = not deterministic and self.dropout_rate > 0.0
+        if dropout or _wide(q.dtype) != jnp.float32:
+            # jax.nn.dot_product_attention has no dropout and always takes its softmax in float32.
+            out = self._explicit_attention(q, k, v, mask, bias, dropout)
+        else:
+            out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0,
+                                               implementation=self.implementation)
+        out = _constrain(out, (BATCH, LENGTH, HEADS, KV))
+        out = out.reshape(out.shape[:2] + (inner,))
+        return Dense(features=inputs_q.shape[-1], kernel_axes=("joined_kv", "embed"), dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="out")(out)
+
+    def _update_cache(self, k, v, mask, bias):
+        """Write this step's key/value at the cache index; attend to every filled slot.
+
+        The first call (with the full-length target) only creates the cache, as T5X does, so its
+        shapes come from the maximum decode length.
+        """
+        initialised = self.has_variable("cache", "cached_key")
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+        if not initialised:
+            return k, v, mask, bias
+        batch, length = cached_key.value.shape[:2]
+        if k.shape[1] != 1:
+            raise ValueError(f"Decoding feeds one token per step; got a chunk of {k.shape[1]}")
+        index = cache_index.value
+        keys = jax.lax.dynamic_update_slice(cached_key.value, k, (0, index, 0, 0))
+        values = jax.lax.dynamic_update_slice(cached_value.value, v, (0, index, 0, 0))
+        cached_key.value, cached_value.value = keys, values
+        cache_index.value = index + 1
+        step_mask = (jnp.arange(length) <= index)[None, None, None, :]
+        step_mask = jnp.broadcast_to(step_mask, (batch, 1, 1, length))
+        if bias is not None:
+            bias = jax.lax.dynamic_slice(bias, (0, 0, index, 0), (bias.shape[0], bias.shape[1], 1, length))
+        return keys, values, step_mask, bias
+
+    def _explicit_attention(self, q, k, v, mask, bias, dropout: bool):
+        wide = _wide(q.dtype)
+        logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=wide)
+        if bias is not None:
+            logits = logits + bias
+        logits = jnp.where(mask, logits, jnp.finfo(wide).min)
+        probs = jax.nn.softmax(logits, axis=-1)
+        if dropout:
+            probs = nn.Dropout(rate=self.dropout_rate)(probs, deterministic=False)
+        return jnp.einsum("bnts,bsnh->btnh", probs.astype(v.dtype), v)
