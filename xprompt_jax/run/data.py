@@ -54,10 +54,7 @@ def buckets_for(data: DataConfig, split) -> Optional[Tuple[int, ...]]:
     """The encoder lengths batches are padded to, or None for the cache's fixed length."""
     if not data.length_buckets:
         return None
-    try:
-        from xprompt_jax.data.buckets import bucket_lengths
-    except ImportError:  # TODO(lead): remove once data/buckets.py lands
-        return None
+    from xprompt_jax.data.buckets import bucket_lengths
     return tuple(bucket_lengths(split.features["encoder_input_tokens"].shape[1]))
 
 
