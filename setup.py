@@ -33,7 +33,7 @@ setup(
         # PyTorch (CPU build) and transformers: reference tests against Hugging Face's T5.
         # peft: the exported prompt adapter is loaded by Hugging Face PEFT in a test.
         # nbclient/nbformat/ipykernel: launch/colab.ipynb is executed cell by cell in a kernel.
-        "test": ["pytest>=7", "torch==2.13.0", "transformers>=4.40", "peft>=0.10",
+        "test": ["pytest>=7", "ruff==0.17.6", "torch==2.13.0", "transformers>=4.40", "peft>=0.10",
                  "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
     },
     entry_points={"console_scripts": ["xprompt-jax=xprompt_jax.main:main"]},

@@ -66,7 +66,7 @@ def demo_bindings(work_dir: str, checkpoint: str, steps: int, model_dir: str, se
     return {"MODEL_DIR": model_dir, "CHECKPOINT": checkpoint, "DATA_CACHE_DIR": os.path.join(work_dir, "data"),
             "TASK": TASK, "INPUT_LENGTH": 12, "TARGET_LENGTH": 4, "TRAIN_STEPS": steps,
             "EVAL_PERIOD": max(steps // 3, 1), "CHECKPOINT_PERIOD": steps, "SEED": seed,
-            "xprompt_jax.train.eval_mode": "rank", "xprompt_jax.PromptSpec.population_size": 18}
+            "xprompt_jax.EvalConfig.mode": "rank", "xprompt_jax.PromptSpec.population_size": 18}
 
 
 def prompt_diagnostics(model_dir: str) -> Dict[str, Optional[float]]:
@@ -83,34 +83,31 @@ def prompt_diagnostics(model_dir: str) -> Dict[str, Optional[float]]:
 
 def training_setup() -> Dict[str, object]:
     """Optimiser, learning rate and batch size the configured run trains with."""
-    import gin
-
-    from xprompt_jax.run import loop as trainer
-    return {"optimizer": gin.get_bindings("xprompt_jax.make_optimizer").get("name", "adafactor"),
-            "lr": gin.get_bindings("xprompt_jax.learning_rate_schedule").get("learning_rate"),
-            "batch": trainer.train_settings()["batch_size"]}
+    from xprompt_jax import gin_configurables as configured
+    return {"optimizer": configured.Optimizer().name, "lr": configured.LearningRate().learning_rate,
+            "batch": configured.DataConfig().batch_size}
 
 
 def run_method(key: str, work_dir: str, checkpoint: str, steps: int, seed: int) -> dict:
-    from xprompt_jax.run import loop as trainer
+    from xprompt_jax import gin_configurables as configured
     label, files, extra = METHODS[key]
     model_dir = os.path.join(work_dir, "methods", key, f"seed{seed}")
     configure(files, {**demo_bindings(work_dir, checkpoint, steps, model_dir, seed), **extra})
     setup = training_setup()
     started = time.time()
-    result = trainer.train()
+    result = configured.train()
     return {"key": key, "method": label, "seed": seed, "parameters": result["trainable_parameters"],
             "accuracy": result["best"]["accuracy"], **setup, "gin": ", ".join(files),
             "seconds": time.time() - started, **prompt_diagnostics(model_dir)}
 
 
 def run_xprompt(work_dir: str, checkpoint: str, steps: int, seed: int) -> dict:
-    from xprompt_jax.xprompt import run as xprompt_run
+    from xprompt_jax import gin_configurables as configured
     model_dir = os.path.join(work_dir, "methods", "xprompt", f"seed{seed}")
     configure(["runs/demo_xprompt.gin"], demo_bindings(work_dir, checkpoint, steps, model_dir, seed))
     setup = training_setup()
     started = time.time()
-    summary = xprompt_run.xprompt()
+    summary = configured.xprompt()
     pruned = [r for r in summary["rows"] if r["ratio"]]
     best = max(pruned, key=lambda r: (r["accuracy"], -r["parameters"]))
     return {"key": "xprompt", "method": f"XPrompt (best ratio {best['ratio']:.0%}, {best['tokens']} tokens left)",

@@ -42,3 +42,20 @@ def fixture_model():
     config, frozen = load_t5_checkpoint(str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")),
                                         "t5_1_1_prompt_tuning_test")
     return config, frozen, build_prompted_t5(config, PromptSpec(length=5, pieces=2), frozen)
+
+
+# Layers of the suite (pytest.ini declares the markers). `pytest -m "not slow"` runs in a few minutes;
+# the README's command runs everything. A test file can also mark itself (pytestmark = ...).
+INTEGRATION_MODULES = {"test_trainer", "test_xprompt_run", "test_demo", "test_cli", "test_launchers",
+                       "test_colab", "test_multihost", "test_ensembling", "test_data_guards"}
+SLOW_MODULES = {"test_demo", "test_colab", "test_multihost"}   # fresh venvs, notebooks, process groups
+MULTIHOST_MODULES = {"test_multihost"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        for marker, modules in (("integration", INTEGRATION_MODULES), ("slow", SLOW_MODULES),
+                                ("multihost", MULTIHOST_MODULES)):
+            if module in modules:
+                item.add_marker(getattr(pytest.mark, marker))

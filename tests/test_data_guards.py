@@ -10,8 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from cache_helpers import write_label_task
-from conftest import REPO, shared_path
+from helpers import REPO, shared_path, write_label_task
 
 from xprompt_jax.data.cache import CachedSplit
 from xprompt_jax.data.task_cache import open_split

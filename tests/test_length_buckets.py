@@ -219,7 +219,7 @@ def test_buckets_too_short_for_the_data_are_refused(split):
 @pytest.fixture(scope="module")
 def prompted_tiny():
     import jax
-    from conftest import shared_path
+    from helpers import shared_path
 
     from xprompt_jax import train_step
     from xprompt_jax.optimizers import make_optimizer
