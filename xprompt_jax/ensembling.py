@@ -164,7 +164,7 @@ def ensemble(prompt_sources: Sequence[str],
     ``data.batch_size`` counts examples: each batch runs ``batch_size x N`` rows. ``output_file``: write
     the result as JSON there too.
     """
-    from xprompt_jax.run.loop import require_string
+    from xprompt_jax.run.config import require_string
     if not isinstance(prompt_sources, (list, tuple, str)):  # an unset %gin.REQUIRED macro arrives as a sentinel
         require_string("PROMPT_SOURCES", None, "ensemble.prompt_sources")
     prompts, sources = load_prompts(prompt_sources)  # bad prompts fail before anything is loaded

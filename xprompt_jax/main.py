@@ -135,10 +135,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return _run_gin_entry(args.command)
 
 
+DEFAULT_COMPILATION_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "xprompt_jax", "xla")
+
+
 def _compilation_cache_from_environment():
-    """``XPROMPT_COMPILATION_CACHE=DIR`` keeps compiled XLA programs across runs (restarts, sweeps, tests)."""
-    cache = os.environ.get("XPROMPT_COMPILATION_CACHE")
-    if cache:
+    """Keep compiled XLA programs across runs and stages: restarts, sweeps, XPrompt's stages (each stage
+    builds its own step; with the cache the second compilation of the same program is a disk read).
+
+    ``XPROMPT_COMPILATION_CACHE=DIR`` chooses the folder (default ``~/.cache/xprompt_jax/xla``);
+    ``XPROMPT_COMPILATION_CACHE=off`` turns it off.
+    """
+    cache = os.environ.get("XPROMPT_COMPILATION_CACHE", DEFAULT_COMPILATION_CACHE)
+    if cache and cache != "off":
         import jax
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

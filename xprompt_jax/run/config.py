@@ -16,6 +16,12 @@ from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import T5Config
 
 
+def require_string(macro: str, value, binding: str):
+    """gin passes an unset ``%gin.REQUIRED`` macro through as a sentinel object: name the macro instead."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{macro} is not set: pass --gin.{macro}=\"'/path'\" (or bind {binding})")
+
+
 def check_int(value, name: str, *, minimum: int = 1, allow_none: bool = False) -> None:
     """An integer >= ``minimum`` (bools and floats refused), else one ConfigError naming ``name``."""
     if value is None and allow_none:

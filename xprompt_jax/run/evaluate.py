@@ -11,11 +11,10 @@ from xprompt_jax.errors import ConfigError
 from xprompt_jax.prompted import PromptedT5
 from xprompt_jax.prompts.initializers import from_array
 from xprompt_jax.prompts.modules import Prompt
-from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel
+from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel, require_string
 from xprompt_jax.run.data import buckets_for, open_eval_split
 from xprompt_jax.run.evaluator import Evaluator
 from xprompt_jax.run.frozen_model import load_frozen
-from xprompt_jax.run.loop import require_string
 
 logger = logging.getLogger(__name__)
 

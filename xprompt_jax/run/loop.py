@@ -36,6 +36,7 @@ from xprompt_jax.run import data as run_data
 from xprompt_jax.run.config import TRAINABLE, DataConfig, EvalConfig, FrozenModel, MeshConfig, ScheduleConfig
 from xprompt_jax.run.lock import RunLock, prepare_model_dir
 from xprompt_jax.run.preemption import PreemptionWatcher, RunPreempted
+from xprompt_jax.run.run_dir import check_model_dir
 from xprompt_jax.run.session import Session, build_session
 from xprompt_jax.run.trackers import BestTracker, EarlyStopping
 
@@ -44,20 +45,6 @@ logger = logging.getLogger(__name__)
 
 class TrainingDiverged(ConfigError):
     """A step's loss or update was NaN/Inf: the run stops there, keeping its last good checkpoint."""
-
-
-def require_string(macro: str, value, binding: str):
-    """gin passes an unset ``%gin.REQUIRED`` macro through as a sentinel object: name the macro instead."""
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{macro} is not set: pass --gin.{macro}=\"'/path'\" (or bind {binding})")
-
-
-def check_model_dir(model_dir) -> None:
-    require_string("MODEL_DIR", model_dir, "train.model_dir")
-    if "://" in model_dir:  # run_config, metrics, summaries and exports are plain files: a mounted bucket
-        raise ConfigError(f"MODEL_DIR {model_dir} is a URL; the run writes plain files there too: mount the bucket "
-                          "(gcsfuse BUCKET /tmp/gcs/BUCKET, as launch/tpu_pod.sh --model_dir=gs://... does) "
-                          "and pass the mounted path")
 
 
 def train(model_dir: str,

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 from xprompt_jax import export
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.logs import is_main_process
+from xprompt_jax.run.config import require_string
 
 RUN_CONFIG = "run_config.json"
 METRICS_FILE = "eval_metrics.jsonl"
@@ -26,6 +27,14 @@ STOPPED_EARLY = "stopped_early.json"
 # Sections compared whole (a key added or removed is a change too); the others key by key, so a
 # run_config.json written before a section gained a field still resumes.
 WHOLE_SECTIONS = ("model", "prompt", "trainable")
+
+
+def check_model_dir(model_dir) -> None:
+    require_string("MODEL_DIR", model_dir, "train.model_dir")
+    if "://" in model_dir:  # run_config, metrics, summaries and exports are plain files: a mounted bucket
+        raise ConfigError(f"MODEL_DIR {model_dir} is a URL; the run writes plain files there too: mount the bucket "
+                          "(gcsfuse BUCKET /tmp/gcs/BUCKET, as launch/tpu_pod.sh --model_dir=gs://... does) "
+                          "and pass the mounted path")
 
 
 def _differences(section: str, old, new) -> List[str]:

@@ -41,7 +41,8 @@ from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel, MeshConf
 from xprompt_jax.run.data import eval_batches
 from xprompt_jax.run.frozen_model import load_frozen
 from xprompt_jax.run.lock import prepare_model_dir
-from xprompt_jax.run.loop import check_model_dir, train
+from xprompt_jax.run.loop import train
+from xprompt_jax.run.run_dir import check_model_dir
 from xprompt_jax.xprompt import heatmaps, importance, pruning
 
 logger = logging.getLogger(__name__)
