@@ -24,7 +24,7 @@ from xprompt_jax.prompts import reparameterized as rp
 from xprompt_jax.prompts.modules import Prompt
 from xprompt_jax.run import evaluator as evaluation
 
-WIDTHS = {"small": 512, "base": 768, "large": 1024}   # T5 1.1 d_model (METHODS.md section 1)
+WIDTHS = {"small": 512, "base": 768, "large": 1024}   # T5 1.1 d_model (docs/methods.md section 1)
 
 SPECS = {
     "ept": PromptSpec(kind="ept", length=1, init="uniform", pieces=2),
