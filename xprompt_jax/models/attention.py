@@ -97,8 +97,10 @@ class Attention(nn.Module):
             k, v, mask, bias = self._update_cache(k, v, mask, bias)
 
         dropout = not deterministic and self.dropout_rate > 0.0
-        if dropout or _wide(q.dtype) != jnp.float32:
-            # jax.nn.dot_product_attention has no dropout and always takes its softmax in float32.
+        if dropout or _wide(q.dtype) != jnp.float32 or self.implementation is None:
+            # jax.nn.dot_product_attention has no dropout and always takes its softmax in float32; and
+            # its XLA path (implementation=None) vmaps the einsums and writes each probability matrix
+            # twice, in two layouts: the plain einsums are faster (benchmarks/CPU_GAP.md).
             out = self._explicit_attention(q, k, v, mask, bias, dropout)
         else:
             out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0,
