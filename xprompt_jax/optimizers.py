@@ -16,6 +16,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from xprompt_jax.errors import ConfigError
@@ -37,6 +38,8 @@ def decoupled_weight_decay(rate: float) -> optax.GradientTransformation:
 def learning_rate_schedule(learning_rate: float = 0.3, schedule: str = "constant", warmup_steps: int = 0,
                            total_steps: Optional[int] = None, end_factor: float = 0.0):
     """'constant' (Lester et al.), 'linear' decay to ``end_factor``, 'cosine' or 'rsqrt' (T5 pre-training)."""
+    with np.errstate(over="ignore"):  # a rate beyond float32 (1e39) is Inf, said once by the loop's step check,
+        learning_rate = float(np.float32(learning_rate))  # not by numpy overflow warnings at every cast
     if schedule == "constant":
         main = optax.constant_schedule(learning_rate)
     elif schedule in ("linear", "cosine"):
