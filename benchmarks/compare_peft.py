@@ -84,6 +84,8 @@ def parse_args(argv=None):
                    help="seconds of timed rounds per size and task: stop after the round that passes it")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--out", default=None, help="JSON file, rewritten after every measurement")
+    p.add_argument("--write_caches_only", action="store_true",
+                   help="write the numpy caches of --tasks (seqio + TensorFlow, here) and stop: gpu_suite --prepare")
     return p.parse_args(argv)
 
 
@@ -190,28 +192,32 @@ def build_project(cfg, args, frozen):
     return ProjectModel(model, opt, frozen, shardings, step, mesh)
 
 
-def build_peft(hf_model, args, cfg, initial_prompt, gradient_checkpointing: bool):
-    import torch
+def build_peft(hf_model, cfg, prompt_length: int, gradient_checkpointing: bool):
+    """PEFT prompt tuning (``num_virtual_tokens=prompt_length``) around the PyTorch T5."""
     from peft import PromptTuningConfig, TaskType, get_peft_model
     if gradient_checkpointing:
         hf_model.gradient_checkpointing_enable()
     peft_model = get_peft_model(hf_model, PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM,
-                                                             num_virtual_tokens=args.prompt))
+                                                             num_virtual_tokens=prompt_length))
     if not cfg.logits_via_embedding:
         base = peft_model.get_base_model()
         assert base.lm_head.weight.data_ptr() != base.shared.weight.data_ptr(), "lm_head got tied"
+    peft_model.train()
+    return peft_model
+
+
+def reset_peft(peft_model, args, initial_prompt):
+    """The project's initial prompt into PEFT's table, and a fresh optimiser (at the start of every task)."""
+    import torch
     table = peft_model.prompt_encoder["default"].embedding.weight
-    with torch.no_grad():  # the project's initial prompt (PEFT keeps a second, unused copy for the decoder)
+    with torch.no_grad():  # PEFT keeps a second, unused copy for the decoder
         table[:args.prompt].copy_(torch.from_numpy(np.array(initial_prompt, np.float32)).to(table))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if args.optimizer == "adafactor":
         from transformers.optimization import Adafactor
-        opt = Adafactor(params, lr=args.lr, scale_parameter=False, relative_step=False, warmup_init=False,
-                        decay_rate=-0.8, clip_threshold=1.0, weight_decay=1e-5)
-    else:
-        opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-5)
-    peft_model.train()
-    return peft_model, opt
+        return Adafactor(params, lr=args.lr, scale_parameter=False, relative_step=False, warmup_init=False,
+                         decay_rate=-0.8, clip_threshold=1.0, weight_decay=1e-5)
+    return torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-5)
 
 
 # -- the timed sides ---------------------------------------------------------------------------------
@@ -258,7 +264,8 @@ class PeftSide:
         import torch
         self.torch, self.name, self.model, self.opt, self.batches = torch, name, model, optimizer, batches
         self.device, self.prompt_length, self.dynamic = device, prompt_length, dynamic
-        self.forward = torch.compile(model) if compiled else model
+        # Real data changes the padded length every batch: compile for dynamic shapes, not once per length.
+        self.forward = torch.compile(model, dynamic=dynamic or None) if compiled else model
         self.first_loss, self.widths, self.loss = None, [], None
 
     def step(self) -> int:
@@ -294,12 +301,14 @@ class PeftSide:
         return self.torch.cuda.max_memory_allocated() if self.device.startswith("cuda") else None
 
 
-def precompile(side: ProjectSide, widths):
-    """One step at every encoder width the timed steps will meet (each width is one XLA program)."""
-    from xprompt_jax.data.buckets import fit_length
-    template = next(side.batches)
-    for width in sorted(set(widths)):
+def precompile(side: ProjectSide, shapes, template):
+    """One step at every (encoder, decoder) width the timed steps will meet (each is one XLA program).
+
+    ``template`` is a batch of another iterator, so the side's own batches start at the stream's start."""
+    from xprompt_jax.data.buckets import DECODER_KEYS, fit_length
+    for width, targets in sorted(set(shapes)):
         batch = dict(template, encoder_input_tokens=fit_length(template["encoder_input_tokens"], width))
+        batch.update({k: fit_length(template[k], targets) for k in DECODER_KEYS})
         side.run(batch)
         side.sync()
 
@@ -361,7 +370,7 @@ def open_task(args, task: str, split: str):
     return CachedSplit.open(path)
 
 
-def real_sides(args, split, pm, peft_parts):
+def real_sides(args, split, pm, peft_parts, initial_prompt):
     from xprompt_jax.data.buckets import bucket_lengths
     buckets = bucket_lengths(split.features["encoder_input_tokens"].shape[1])
     kinds = {"project_fixed": dict(), "project_buckets": dict(buckets=buckets),
@@ -371,13 +380,16 @@ def real_sides(args, split, pm, peft_parts):
     for name, kw in kinds.items():
         side = ProjectSide(name, pm, split.batches(args.batch, shuffle=True, seed=0, **kw), args.prompt)
         peek = split.batches(args.batch, shuffle=True, seed=0, **kw)
-        precompile(side, [next(peek)["encoder_input_tokens"].shape[1] for _ in range(needed)])
+        peeked = [next(peek) for _ in range(needed)]
+        precompile(side, [(b["encoder_input_tokens"].shape[1], b["decoder_target_tokens"].shape[1])
+                          for b in peeked], split.batches(args.batch, shuffle=True, seed=0).__next__())
         sides.append(side)
-    for name, (model, opt, device, compiled) in peft_parts.items():
+    for name, (model, device, compiled) in peft_parts.items():
+        opt = reset_peft(model, args, initial_prompt)
         sides.append(PeftSide(name, model, opt, split.batches(args.batch, shuffle=True, seed=0), device,
                               args.prompt, dynamic=True, compiled=compiled))
         if args.peft_grouped and not compiled:
-            sides.append(PeftSide(f"{name}_grouped", model, opt,
+            sides.append(PeftSide(f"{name}_grouped", model, reset_peft(model, args, initial_prompt),
                                   split.batches(args.batch, shuffle=True, seed=0, group_by_length=True),
                                   device, args.prompt, dynamic=True, compiled=False))
     return sides
@@ -396,10 +408,10 @@ def run_size(args, size: str, record):
     pm = build_project(cfg, args, frozen)
     del frozen
     prompt = pm.model.prompt(*pm.model.init(jax.random.split(jax.random.PRNGKey(0))[0]))
-    peft_model, peft_opt = build_peft(hf, args, cfg, prompt, args.remat != "none")
-    parts = {} if args.no_peft_eager else {"peft": (peft_model, peft_opt, device, False)}
+    peft_model = build_peft(hf, cfg, args.prompt, args.remat != "none")
+    parts = {} if args.no_peft_eager else {"peft": (peft_model, device, False)}
     if args.peft_compile:
-        parts["peft_compiled"] = (peft_model, peft_opt, device, True)
+        parts["peft_compiled"] = (peft_model, device, True)
     setup_s = time.perf_counter() - t0
     runs = []
     if args.mode == "fixed":
@@ -410,24 +422,26 @@ def run_size(args, size: str, record):
             runs.append((task, split_name, open_task(args, task, split_name)))
     for task, split_name, split in runs:
         t1 = time.perf_counter()
-        sides = fixed_sides(args, cfg, pm, parts) if split is None else real_sides(args, split, pm, parts)
+        sides = (fixed_sides(args, cfg, pm, parts, prompt) if split is None
+                 else real_sides(args, split, pm, parts, prompt))
         compile_s = time.perf_counter() - t1
         rates, peaks = measure(sides, args)
         entry = summarise(args, size, cfg, task, split_name, sides, rates, peaks, setup_s, compile_s)
         record["results"].append(entry)
         print_table(entry)
         write_json(args, record)
-    del pm, peft_model, peft_opt, hf
+    del pm, peft_model, hf
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     jax.clear_caches()
 
 
-def fixed_sides(args, cfg, pm, parts):
+def fixed_sides(args, cfg, pm, parts, initial_prompt):
     sides = [ProjectSide("project", pm, fixed_batches(args, cfg.vocab_size), args.prompt)]
-    precompile(sides[0], [args.inputs])
-    for name, (model, opt, device, compiled) in parts.items():
+    precompile(sides[0], [(args.inputs, args.targets)], next(fixed_batches(args, cfg.vocab_size)))
+    for name, (model, device, compiled) in parts.items():
+        opt = reset_peft(model, args, initial_prompt)
         sides.append(PeftSide(name, model, opt, fixed_batches(args, cfg.vocab_size), device, args.prompt,
                               dynamic=False, compiled=compiled))
     return sides
@@ -444,6 +458,12 @@ def summarise(args, size, cfg, task, split_name, sides, rates, peaks, setup_s, c
             "mean_encoder_length": float(np.mean(side.widths[-len(r) * args.steps:])) if r else None,
             "peak_memory_bytes": peaks[side.name], "first_loss": side.first_loss}
     s = out["sides"]
+    if task == "fixed":  # model FLOPs (benchmarks/train_step.py's count) per second of each side
+        from benchmarks.train_step import model_flops_per_example
+        flops = model_flops_per_example(cfg, args.inputs + args.prompt, args.targets)
+        out["model_flops_per_example"] = flops
+        for v in s.values():
+            v["model_tflop_per_s"] = None if not v["examples_per_s"] else v["examples_per_s"] * flops / 1e12
     for base in ("peft", "peft_compiled"):
         if base in s and s[base]["examples_per_s"]:
             for name, v in s.items():
@@ -470,7 +490,8 @@ def print_table(entry):
         rate = f"{v['examples_per_s']:.2f}" if v["examples_per_s"] else "-"
         enc = f"{v['mean_encoder_length']:.0f}" if v["mean_encoder_length"] else "-"
         loss = f"{v['first_loss']:.4f}" if v["first_loss"] is not None else "-"
-        print(f"{name:<20}{rate:>14}{rng:>18}{enc:>9}{_mem(v['peak_memory_bytes']):>12}{loss:>10}")
+        tflops = f"  {v['model_tflop_per_s']:.2f} TFLOP/s" if v.get("model_tflop_per_s") else ""
+        print(f"{name:<20}{rate:>14}{rng:>18}{enc:>9}{_mem(v['peak_memory_bytes']):>12}{loss:>10}{tflops}")
     for k, v in entry["ratios"].items():
         print(f"  ratio {k}: {v:.2f}x")
     if "first_loss_rel_diff" in entry:
@@ -489,6 +510,11 @@ def write_json(args, record):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.write_caches_only:
+        for task in args.tasks.split(","):
+            split = open_task(args, task, task_split(args, task))
+            print(f"{task}: {split.num_examples} examples in {split.path}")
+        return 0
     require_torch()
     import jax
     import peft

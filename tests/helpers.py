@@ -30,19 +30,29 @@ def shared_path(*parts: str) -> pathlib.Path:
 
 
 def write_label_task(path, vocab_path, n=48, seed=0, inputs_length=12, task="test_yes_no",
-                     labels=("yes", "no")):
-    """A two-label task whose label is decided by the first input token, tokenised with ``vocab_path``."""
+                     labels=("yes", "no"), varied_lengths=False):
+    """A two-label task whose label is decided by the first input token, tokenised with ``vocab_path``.
+
+    ``varied_lengths``: inputs of 3 to ``inputs_length // 2`` tokens (row 0 full length), 0-padded to
+    ``inputs_length``, and targets padded to 16, as real tasks are, so length buckets cut both."""
     from xprompt_jax.vocabulary import Vocabulary
     vocab = Vocabulary(str(vocab_path))
     rng = np.random.RandomState(seed)
     label_ids = vocab.encode_padded(list(labels))
     inputs = rng.randint(3, 300, (n, inputs_length)).astype(np.int32)
-    inputs[:, -1] = 1
+    if varied_lengths:
+        lengths = rng.randint(3, inputs_length // 2 + 1, n)
+        lengths[0] = inputs_length
+        inputs = inputs * (np.arange(inputs_length) < lengths[:, None])
+        inputs[np.arange(n), lengths - 1] = 1
+        label_ids = np.pad(label_ids, ((0, 0), (0, 16 - label_ids.shape[1])))
+    else:
+        inputs[:, -1] = 1
     classes = (inputs[:, 0] % 2).astype(int)
     targets = label_ids[classes].astype(np.int32)
-    examples = [{"inputs_pretokenized": " ".join(map(str, row)), "targets_pretokenized": labels[c], "idx": i}
-                for i, (row, c) in enumerate(zip(inputs, classes))]
-    features = {"encoder_input_tokens": inputs, "decoder_target_tokens": targets,
+    examples = [{"inputs_pretokenized": " ".join(map(str, row[row > 0])), "targets_pretokenized": labels[c],
+                 "idx": i} for i, (row, c) in enumerate(zip(inputs, classes))]
+    features = {"encoder_input_tokens": inputs.astype(np.int32), "decoder_target_tokens": targets,
                 "decoder_input_tokens": np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
                 "decoder_loss_weights": (targets > 0).astype(np.int32)}
     meta = {"task": task, "split": "train", "label_names": list(labels),

@@ -4,15 +4,25 @@ predictions put back in example order; and the model's loss, gradients and rank 
 import numpy as np
 import pytest
 
-from xprompt_jax.data.buckets import bucket_for, bucket_lengths, eval_rows, grouped_epoch_order, restore_order
+from xprompt_jax.data.buckets import (
+    bucket_for,
+    bucket_lengths,
+    eval_rows,
+    grouped_epoch_order,
+    restore_order,
+    target_buckets,
+)
 from xprompt_jax.data.cache import CachedSplit, write_cached_split
 from xprompt_jax.errors import DataError
 
 WIDTH, TARGETS = 128, 3
 
 
-def make_split(path, n=70, width=WIDTH, seed=0, max_token=300):
-    """n examples of varied length; row i is recognisable: encoder_input_tokens[i, 0] == 3 + i."""
+def make_split(path, n=70, width=WIDTH, seed=0, max_token=300, target_width=TARGETS):
+    """n examples of varied length; row i is recognisable: encoder_input_tokens[i, 0] == 3 + i.
+
+    With ``target_width`` > TARGETS the targets vary too (2..target_width tokens, EOS last, 0-padded,
+    weight 0 on padding), as a task's answers of different lengths do."""
     rng = np.random.RandomState(seed)
     lengths = rng.randint(2, width + 1, n)
     lengths[:3] = (width, 2, width // 2 + 1)  # the extremes and a just-past-a-power-of-two length
@@ -21,14 +31,22 @@ def make_split(path, n=70, width=WIDTH, seed=0, max_token=300):
         inputs[i, :length] = rng.randint(3, max_token, length)
         inputs[i, length - 1] = 1
     inputs[:, 0] = 3 + np.arange(n) if max_token > n + 3 else inputs[:, 0]
-    targets = rng.randint(3, max_token, (n, TARGETS)).astype(np.int32)
-    targets[:, -1] = 1
+    targets = rng.randint(3, max_token, (n, target_width)).astype(np.int32)
+    if target_width == TARGETS:
+        targets[:, -1] = 1
+        weights = np.ones_like(targets)
+    else:
+        target_lengths = rng.randint(2, target_width + 1, n)
+        target_lengths[:2] = (2, target_width)
+        weights = (np.arange(target_width) < target_lengths[:, None]).astype(np.int32)
+        targets = targets * weights
+        targets[np.arange(n), target_lengths - 1] = 1
     features = {"encoder_input_tokens": inputs, "decoder_target_tokens": targets,
                 "decoder_input_tokens": np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
-                "decoder_loss_weights": np.ones_like(targets)}
+                "decoder_loss_weights": weights}
     examples = [{"inputs_pretokenized": str(i), "targets_pretokenized": "x", "idx": i} for i in range(n)]
     meta = {"task": "lengths", "split": "train", "label_names": None,
-            "sequence_length": {"inputs": width, "targets": TARGETS},
+            "sequence_length": {"inputs": width, "targets": target_width},
             "vocabulary": {"path": "none", "extra_ids": 100}, "truncated": {"inputs": 0, "targets": 0}}
     write_cached_split(str(path), meta=meta, features=features, examples=examples)
     return CachedSplit.open(str(path)), lengths
@@ -47,14 +65,17 @@ def take(iterator, count):
     return [next(iterator) for _ in range(count)]
 
 
-BUCKETS = bucket_lengths(WIDTH, smallest=16)  # (16, 32, 64, 128)
+BUCKETS = bucket_lengths(WIDTH, smallest=16)  # (16, 24, 32, 48, 64, 96, 128)
 
 
 def test_bucket_math():
-    assert bucket_lengths(512) == (32, 64, 128, 256, 512)
-    assert bucket_lengths(100) == (32, 64, 100)
+    assert bucket_lengths(512) == (32, 48, 64, 96, 128, 192, 256, 384, 512)
+    assert bucket_lengths(512, between=False) == (32, 64, 128, 256, 512)
+    assert bucket_lengths(100) == (32, 48, 64, 96, 100) and bucket_lengths(64) == (32, 48, 64)
     assert bucket_lengths(32) == (32,) and bucket_lengths(20) == (20,) and bucket_lengths(33) == (32, 33)
-    assert bucket_lengths(64, smallest=8) == (8, 16, 32, 64)
+    assert bucket_lengths(64, smallest=8, between=False) == (8, 16, 32, 64)
+    assert bucket_lengths(8, smallest=1) == (1, 2, 3, 4, 6, 8)
+    assert target_buckets(16) == (8, 12, 16) and target_buckets(3) == (3,)
     assert [bucket_for(n, (32, 64, 100)) for n in (0, 1, 32, 33, 64, 65, 100)] == [32, 32, 32, 64, 64, 100, 100]
     with pytest.raises(ValueError, match="longer than the largest bucket 100"):
         bucket_for(101, (32, 64, 100))
@@ -87,6 +108,29 @@ def test_bucketed_batches_are_the_fixed_batches_with_padding_cut(split):
         assert not a["encoder_input_tokens"][:, cut:].any()  # only padding was removed
         used.add(cut)
     assert len(used) >= 2
+
+
+def test_decoder_features_are_cut_to_the_target_bucket(tmp_path):
+    split, _ = make_split(tmp_path / "targets", n=60, target_width=16)
+    target_lengths = (split.features["decoder_loss_weights"] != 0).sum(1)
+    np.testing.assert_array_equal(split.target_lengths(), target_lengths)
+    kwargs = dict(seed=3, num_epochs=2, group_by_length=True, group_window=8)
+    cuts = set()
+    for a, b in zip(split.batches(4, **kwargs), split.batches(4, buckets=BUCKETS, **kwargs)):
+        cut = b["decoder_target_tokens"].shape[1]
+        longest = target_lengths[rows_of(a)].max()
+        assert cut in (8, 12, 16) and cut >= longest and (cut == 8 or (8, 12, 16)[(8, 12, 16).index(cut) - 1] < longest)
+        for key in ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights"):
+            assert b[key].shape[1] == cut
+            np.testing.assert_array_equal(b[key], a[key][:, :cut])
+        # only padding was removed: positions of weight 0 (decoder inputs there may hold the shifted EOS;
+        # the decoder is causal, so they reach no weighted position)
+        assert not a["decoder_loss_weights"][:, cut:].any() and not a["decoder_target_tokens"][:, cut:].any()
+        cuts.add(cut)
+    assert cuts == {8, 12, 16}
+    for b in split.eval_batches(8, buckets=BUCKETS):  # evaluation batches too, from their real rows
+        real = target_lengths[b["example_index"][b["mask"]]]
+        assert b["decoder_target_tokens"].shape[1] == bucket_for(real.max(), (8, 12, 16))
 
 
 def test_without_buckets_the_stream_is_the_epoch_orders_back_to_back(split):
@@ -237,19 +281,20 @@ def test_bucketed_batches_give_the_same_loss_and_gradients(prompted_tiny, tmp_pa
 
     from xprompt_jax import train_step
     model, frozen, trainable, masks = prompted_tiny
-    split, _ = make_split(tmp_path / "tiny", n=40, width=64, max_token=120)
+    split, _ = make_split(tmp_path / "tiny", n=40, width=64, max_token=120, target_width=16)
     grads_of = jax.jit(lambda t, b: train_step.loss_and_grads(model, t, frozen, masks, b, jax.random.PRNGKey(0),
                                                               1e-4, False)[:2])
     kwargs = dict(seed=0, num_epochs=1, group_by_length=True, group_window=40)  # sorted: short batches too
-    cuts = set()
-    for fixed, bucketed in zip(split.batches(8, **kwargs), split.batches(8, buckets=(16, 32, 64), **kwargs)):
+    cuts, target_cuts = set(), set()
+    for fixed, bucketed in zip(split.batches(4, **kwargs), split.batches(4, buckets=(16, 32, 64), **kwargs)):
         cuts.add(bucketed["encoder_input_tokens"].shape[1])
+        target_cuts.add(bucketed["decoder_target_tokens"].shape[1])
         loss_a, grads_a = grads_of(trainable, fixed)
         loss_b, grads_b = grads_of(trainable, bucketed)
         np.testing.assert_allclose(float(loss_b), float(loss_a), rtol=1e-5)
         for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
             np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
-    assert cuts & {16, 32}  # some batches really were shorter
+    assert cuts & {16, 32} and target_cuts & {8, 12}  # some batches really were shorter
 
 
 def test_rank_predictions_over_a_split_do_not_change_with_buckets(prompted_tiny, tmp_path):
@@ -278,3 +323,21 @@ def test_rank_predictions_over_a_split_do_not_change_with_buckets(prompted_tiny,
     np.testing.assert_allclose(restored, fixed_scores, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(restored.argmax(-1), fixed_scores.argmax(-1))
     assert len(set(fixed_scores.argmax(-1).tolist())) > 1  # the predictions are not all one label
+
+
+def test_length_buckets_setting_true_false_or_lengths(split):
+    from xprompt_jax.errors import ConfigError
+    from xprompt_jax.run.config import DataConfig
+    from xprompt_jax.run.data import buckets_for
+    split, _ = split  # cache input length 128
+    assert buckets_for(DataConfig(), split) == bucket_lengths(WIDTH)
+    assert buckets_for(DataConfig(length_buckets=False), split) is None
+    # Given lengths (a gin list): those below the input length, then the input length, so everything fits.
+    assert buckets_for(DataConfig(length_buckets=[16, 40, 64, 200]), split) == (16, 40, 64, WIDTH)
+    assert DataConfig(length_buckets=[16, 40]).length_buckets == (16, 40)
+    widths = {b["encoder_input_tokens"].shape[1]
+              for b in split.batches(4, buckets=(16, 40, 64, WIDTH), num_epochs=2, group_by_length=True)}
+    assert widths <= {16, 40, 64, WIDTH} and len(widths) >= 2
+    for bad in ([64, 32], [], [0, 8], "64", [8.5], 1):
+        with pytest.raises(ConfigError, match=r"LENGTH_BUCKETS \(DataConfig.length_buckets\) must be True, False"):
+            DataConfig(length_buckets=bad)

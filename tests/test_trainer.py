@@ -166,3 +166,31 @@ def test_a_training_run_imports_no_tensorflow(data, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_a_run_with_length_buckets_ends_where_the_fixed_length_run_ends(tmp_path, group_by_length):
+    """Issue 14: buckets remove only padding (encoder inputs and targets), so the same run with and without
+    them trains the same prompt and scores the same metrics, within float tolerance. With length-grouped
+    shuffling the batches differ, so that run is compared with its own fixed-length twin."""
+    import jax
+
+    from xprompt_jax.run.config import DataConfig
+    from xprompt_jax.run.data import buckets_for, open_run_data, training_batches
+    vocab = shared_path("fixtures", "t5_sentencepiece.model")
+    data = {"train": write_label_task(tmp_path / "train", vocab, n=40, inputs_length=64, varied_lengths=True),
+            "eval": write_label_task(tmp_path / "eval", vocab, n=21, seed=1, inputs_length=64, varied_lengths=True),
+            "checkpoint": str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3"))}
+    runs = {buckets: _train(data, tmp_path / f"run_{buckets}", train_steps=6, eval_period=3, length_buckets=buckets,
+                            group_by_length=group_by_length, checkpoint_period=6)
+            for buckets in (False, True)}
+    np.testing.assert_allclose(runs[True]["prompt"], runs[False]["prompt"], rtol=2e-4, atol=1e-6)
+    for fixed, bucketed in zip(runs[False]["history"], runs[True]["history"]):
+        assert fixed["step"] == bucketed["step"] and fixed["accuracy"] == bucketed["accuracy"]
+    # ... and the buckets really cut: encoder inputs below 64, targets below 16, in the run's own batches.
+    config = DataConfig(train_cache=data["train"], batch_size=8, group_by_length=group_by_length)
+    split = open_run_data(config, with_eval=False).train
+    shapes = {(b["encoder_input_tokens"].shape[1], b["decoder_target_tokens"].shape[1])
+              for _, b in zip(range(6), training_batches(split, config, 0, buckets_for(config, split)))}
+    assert {w for w, _ in shapes} & {32, 48} and {t for _, t in shapes} == {8}
+    assert jax.process_count() == 1

@@ -153,7 +153,9 @@ class CachedSplit:
 
         ``buckets`` (increasing lengths, the last >= every input, e.g. ``buckets.bucket_lengths(512)``):
         ``encoder_input_tokens`` is cut to the smallest bucket holding the longest input of the global
-        batch (the same on every process); examples and order do not change. ``group_by_length``: each
+        batch (the same on every process), and the decoder features to the smallest of
+        ``buckets.target_buckets(target length)`` holding its longest target; examples and order do not
+        change, and only padding (weight 0) is removed. ``group_by_length``: each
         epoch's order is length-grouped (``buckets.grouped_epoch_order``, windows of ``group_window``);
         this changes the batches, still fixed by the seed and resumable by ``start_step``.
         """
@@ -164,8 +166,10 @@ class CachedSplit:
         if start_step < 0:
             raise ValueError(f"start_step must be >= 0, got {start_step}")
         lengths = self.input_lengths() if buckets is not None or group_by_length else None
+        target_lengths = None
         if buckets is not None:
             buckets = buckets_lib.check_fits(lengths, buckets, self.path)
+            target_lengths = self.target_lengths()
         total = None if num_epochs is None else num_epochs * n
         stop = self.num_batches(batch_size, num_epochs=num_epochs, drop_remainder=drop_remainder)
         per_process = batch_size // process_count
@@ -186,7 +190,7 @@ class CachedSplit:
             rows = global_rows[process_index * per_process:(process_index + 1) * per_process]
             batch = self._gather(rows)
             if buckets is not None:
-                batch = buckets_lib.cut_to_bucket(batch, lengths[global_rows], buckets)
+                batch = buckets_lib.cut_to_bucket(batch, lengths[global_rows], buckets, target_lengths[global_rows])
             yield batch
             step += 1
 
@@ -196,6 +200,15 @@ class CachedSplit:
         if lengths is None:
             lengths = buckets_lib.input_lengths_of(self._features["encoder_input_tokens"])
             self._input_lengths = lengths
+        return lengths
+
+    def target_lengths(self) -> np.ndarray:
+        """Unpadded target length of each example (past its last target token and loss weight), counted once."""
+        lengths = getattr(self, "_target_lengths", None)
+        if lengths is None:
+            lengths = buckets_lib.target_lengths_of(self._features["decoder_target_tokens"],
+                                                    self._features["decoder_loss_weights"])
+            self._target_lengths = lengths
         return lengths
 
     # -- evaluation batches ----------------------------------------------------------------------
@@ -209,7 +222,7 @@ class CachedSplit:
         Process i of ``process_count`` gets the i-th contiguous slice of each global batch.
 
         ``buckets``: examples come longest first instead, each global batch's ``encoder_input_tokens``
-        cut to its bucket (``buckets.bucketed_eval_batches``); put predictions back in example order
+        (and decoder features) cut to its bucket (``buckets.bucketed_eval_batches``); put predictions back in example order
         with ``buckets.restore_order(values, example_indices, num_examples)``.
         """
         _check_sharding(batch_size, process_index, process_count)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import T5Config
@@ -40,6 +40,19 @@ def check_optional_string(value, name: str) -> None:
         raise ConfigError(f"{name} must be a non-empty string or None, got {value!r}")
 
 
+def _checked_buckets(value):
+    """LENGTH_BUCKETS: True/False, or increasing positive lengths (a list from gin becomes a tuple)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) and not isinstance(v, bool)
+                                                          for v in value):
+        lengths = tuple(value)
+        if lengths[0] >= 1 and all(a < b for a, b in zip(lengths, lengths[1:])):
+            return lengths
+    raise ConfigError(f"LENGTH_BUCKETS (DataConfig.length_buckets) must be True, False or increasing positive "
+                      f"lengths such as (64, 128, 256), got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Which examples, how they are cut and batched: gin ``xprompt_jax.DataConfig`` (macros TASK, BATCH_SIZE ...).
@@ -47,7 +60,9 @@ class DataConfig:
     ``task`` names a registered seqio task (its cache is written on first use under ``cache_dir``), or
     ``train_cache``/``eval_cache`` name cache folders directly. ``length_buckets`` pads each batch only
     to the smallest of a few static lengths that holds its longest example (results unchanged, much less
-    encoder work on real data); ``group_by_length`` also sorts examples by length within windows
+    encoder work on real data): True for ``buckets.bucket_lengths(input length)``, or the lengths
+    themselves (e.g. ``(64, 128, 192, 256, 320, 384)``: finer buckets, less padding, one compiled program
+    each; the cache's input length is added as the last); ``group_by_length`` also sorts examples by length within windows
     before batching (changes the batches, so a run records it).
     """
     task: Optional[str] = None
@@ -61,7 +76,7 @@ class DataConfig:
     target_length: int = 16
     batch_size: int = 32
     seed: int = 0
-    length_buckets: bool = True
+    length_buckets: Union[bool, Tuple[int, ...]] = True
     group_by_length: bool = False
 
     def __post_init__(self):
@@ -74,9 +89,9 @@ class DataConfig:
         check_int(self.target_length, "TARGET_LENGTH (DataConfig.target_length)")
         check_int(self.batch_size, "BATCH_SIZE (DataConfig.batch_size)")
         check_int(self.seed, "SEED (DataConfig.seed)", minimum=0)
-        for field in ("length_buckets", "group_by_length"):
-            if not isinstance(getattr(self, field), bool):
-                raise ConfigError(f"DataConfig.{field} must be True or False, got {getattr(self, field)!r}")
+        if not isinstance(self.group_by_length, bool):
+            raise ConfigError(f"DataConfig.group_by_length must be True or False, got {self.group_by_length!r}")
+        object.__setattr__(self, "length_buckets", _checked_buckets(self.length_buckets))
 
     def defines_the_run(self) -> Dict[str, Any]:
         """What a restart must not change (buckets only change padding, so they are left out)."""

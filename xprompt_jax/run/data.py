@@ -51,11 +51,18 @@ def open_eval_split(data: DataConfig):
 
 
 def buckets_for(data: DataConfig, split) -> Optional[Tuple[int, ...]]:
-    """The encoder lengths batches are padded to, or None for the cache's fixed length."""
-    if not data.length_buckets:
+    """The encoder lengths batches are padded to, or None for the cache's fixed length.
+
+    ``length_buckets`` True: ``bucket_lengths`` of the cache's input length; given lengths: those below
+    the input length, then the input length itself (so every example fits).
+    """
+    if data.length_buckets is False:
         return None
     from xprompt_jax.data.buckets import bucket_lengths
-    return tuple(bucket_lengths(split.features["encoder_input_tokens"].shape[1]))
+    width = split.features["encoder_input_tokens"].shape[1]
+    if data.length_buckets is True:
+        return tuple(bucket_lengths(width))
+    return tuple(b for b in data.length_buckets if b < width) + (width,)
 
 
 def label_token_ids(vocabulary, split) -> Optional[list]:
