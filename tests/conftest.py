@@ -44,6 +44,30 @@ def fixture_model():
     return config, frozen, build_prompted_t5(config, PromptSpec(length=5, pieces=2), frozen)
 
 
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """``xprompt-jax demo --quick`` run once, as a user runs it: from the installed wheel (not editable), in
+    another directory, on one CPU device. (work dir, rows by stage, results, stdout). test_demo checks
+    its claims; test_colab starts the notebook from its pre-trained model (the reuse path a second
+    Colab run takes) instead of pre-training the same model again."""
+    import json
+    import subprocess
+
+    from wheel_install import installed_wheel
+    work = tmp_path_factory.mktemp("demo")
+    bin_dir = installed_wheel(tmp_path_factory.mktemp("wheel"))
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}  # one CPU, as on a laptop
+    where = subprocess.run([str(bin_dir / "python"), "-c", "import xprompt_jax, tasks; print(xprompt_jax.__file__, "
+                            "tasks.__file__)"], cwd=work, env=env, capture_output=True, text=True)
+    assert all(path.startswith(str(bin_dir.parent)) for path in where.stdout.split()), where.stdout + where.stderr
+    run = subprocess.run([str(bin_dir / "xprompt-jax"), "demo", "--work_dir", str(work), "--quick"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    with open(work / "demo_results_quick.json") as f:
+        results = json.load(f)
+    return work, {r["stage"]: r for r in results["rows"]}, results, run.stdout
+
+
 # Layers of the suite (pytest.ini declares the markers). `pytest -m "not slow"` runs in a few minutes;
 # the README's command runs everything. A test file can also mark itself (pytestmark = ...).
 INTEGRATION_MODULES = {"test_trainer", "test_xprompt_run", "test_demo", "test_cli", "test_launchers",

@@ -6,6 +6,7 @@ error, the demo's table must be in the outputs, and the heatmaps must be shown i
 """
 import json
 import re
+import shutil
 
 import pytest
 from helpers import REPO
@@ -36,7 +37,11 @@ def test_notebook_is_valid_and_ships_without_outputs():
         assert needed in source, needed
 
 
-def test_notebook_runs_in_quick_cpu_mode(tmp_path, monkeypatch):
+def test_notebook_runs_in_quick_cpu_mode(tmp_path, monkeypatch, demo):
+    # The demo's pre-trained frozen model and data caches, as a second Colab run finds them (the
+    # pre-training itself is test_demo's: the same run_demo code from the CLI).
+    for part in ("pretrain", "data"):
+        shutil.copytree(demo[0] / part, tmp_path / "demo" / part)
     monkeypatch.setenv("XPROMPT_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("XPROMPT_NOTEBOOK_WORK_DIR", str(tmp_path / "demo"))
     monkeypatch.setenv("XPROMPT_REPO_DIR", str(REPO))
@@ -62,5 +67,6 @@ def test_notebook_runs_in_quick_cpu_mode(tmp_path, monkeypatch):
     images = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) == 2
     assert "QUICK: the real-checkpoint run is skipped" in text
+    assert "pre-trained demo T5 found at" in text  # the reuse path, not a second pre-training
     results = json.loads((tmp_path / "demo" / "demo_results_quick.json").read_text())
     assert results["quick"] is True

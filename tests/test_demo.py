@@ -4,30 +4,10 @@ One CLI run in a fresh process, as a user runs it: the package installed from it
 and started from another directory, so the gin files and the demo vocabulary must come from the
 installed package. It pre-trains the demo T5, measures the frozen model without and with a random
 prompt, prompt-tunes it and runs XPrompt. The assertions are the demo's claims, with the margins the
-README states.
+README states. The run is the session fixture ``demo`` (conftest.py), which the notebook test
+reuses for its pre-trained model.
 """
 import json
-import os
-import subprocess
-
-import pytest
-from wheel_install import installed_wheel
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    work = tmp_path_factory.mktemp("demo")
-    bin_dir = installed_wheel(tmp_path_factory.mktemp("wheel"))
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}  # one CPU, as on a laptop
-    where = subprocess.run([str(bin_dir / "python"), "-c", "import xprompt_jax, tasks; print(xprompt_jax.__file__, "
-                            "tasks.__file__)"], cwd=work, env=env, capture_output=True, text=True)
-    assert all(path.startswith(str(bin_dir.parent)) for path in where.stdout.split()), where.stdout + where.stderr
-    run = subprocess.run([str(bin_dir / "xprompt-jax"), "demo", "--work_dir", str(work), "--quick"],
-                         cwd=work, env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    with open(work / "demo_results_quick.json") as f:
-        results = json.load(f)
-    return work, {r["stage"]: r for r in results["rows"]}, results, run.stdout
 
 
 def test_prompt_tuning_beats_no_prompt_and_a_random_prompt(demo):

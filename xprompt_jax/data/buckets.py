@@ -35,7 +35,7 @@ def bucket_lengths(max_length: int, smallest: int = 32, between: bool = True) ->
     ``bucket_lengths(512) == (32, 48, 64, 96, 128, 192, 256, 384, 512)``: a batch is padded by at most a
     third of its longest input (half with ``between=False``: ``(32, 64, 128, 256, 512)``), for nine
     compiled programs instead of five. Measured (benchmarks/compare_peft.py, RTE, batch 8), the midpoints
-    cut the mean encoder length from 320 to ~285 tokens (prompt included) against PEFT's 249.
+    cut the mean encoder length from 320 to 280 tokens (prompt included) against PEFT's 249.
     ``bucket_lengths(100) == (32, 48, 64, 96, 100)``; ``bucket_lengths(20) == (20,)``.
     """
     if max_length < 1 or smallest < 1:
