@@ -101,9 +101,8 @@ def require_torch():
 
 # -- models ------------------------------------------------------------------------------------------
 def project_config(args, size: str):
-    from xprompt_jax.models.config import NAMED_CONFIGS, t5_config
-    name = size if size in NAMED_CONFIGS else f"t5_1_1_{size}"
-    return t5_config(name, dtype=args.dtype, param_dtype=args.dtype, remat=args.remat)
+    from xprompt_jax.models.config import t5_config
+    return t5_config(size, dtype=args.dtype, param_dtype=args.dtype, remat=args.remat)  # a bare size: T5 1.1
 
 
 def hf_config(cfg):

@@ -18,7 +18,6 @@ written to, with seqio and TensorFlow) ``--data_cache``, as ``compare_peft.py`` 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -66,10 +65,10 @@ def main(argv=None):
     args = parse_args(argv)
     import jax
 
-    from benchmarks.compare_peft import open_task
+    from benchmarks.compare_peft import open_task, write_json
     from xprompt_jax.data.buckets import bucket_lengths
     from xprompt_jax.data.task_cache import split_vocabulary
-    from xprompt_jax.models.config import NAMED_CONFIGS, t5_config
+    from xprompt_jax.models.config import t5_config
     from xprompt_jax.models.t5 import init_params
     from xprompt_jax.prompted import PromptSpec, build_prompted_t5
     from xprompt_jax.run.evaluator import Evaluator
@@ -77,8 +76,7 @@ def main(argv=None):
     full = open_task(args, args.task, args.split)
     split = every_kth(full, args.examples)
     vocabulary = split_vocabulary(full, args.vocab_path)
-    name = args.size if args.size in NAMED_CONFIGS else f"t5_1_1_{args.size}"
-    cfg = t5_config(name, dtype=args.dtype, param_dtype=args.dtype)
+    cfg = t5_config(args.size, dtype=args.dtype, param_dtype=args.dtype)  # a bare size means T5 1.1
     frozen = jax.jit(lambda: init_params(cfg))()
     model = build_prompted_t5(cfg, PromptSpec(length=args.prompt, init="sampled_vocabulary"), frozen)
     trainable, masks = model.init(jax.random.PRNGKey(0))
@@ -114,14 +112,9 @@ def main(argv=None):
     print(f"speed-up of buckets over fixed length: {speedup:.2f}x; predictions agree on {agree * 100:.1f}%")
     if agree < 0.999:
         print("WARNING: the two sides' predictions differ beyond ties in float rounding", file=sys.stderr)
-    if args.out:
-        record = {"args": vars(args), "num_examples": split.num_examples, "buckets": list(buckets),
-                  "seconds": seconds, "median_s": median, "compile_and_first_s": compile_s,
-                  "speedup": speedup, "predictions_agree": agree, "jax_device": str(jax.devices()[0])}
-        tmp = f"{args.out}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, args.out)
+    write_json(args, {"args": vars(args), "num_examples": split.num_examples, "buckets": list(buckets),
+                      "seconds": seconds, "median_s": median, "compile_and_first_s": compile_s,
+                      "speedup": speedup, "predictions_agree": agree, "jax_device": str(jax.devices()[0])})
     return 0
 
 

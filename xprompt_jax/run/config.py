@@ -41,14 +41,15 @@ def check_optional_string(value, name: str) -> None:
 
 
 def _checked_buckets(value):
-    """LENGTH_BUCKETS: True/False, or increasing positive lengths (a list from gin becomes a tuple)."""
+    """LENGTH_BUCKETS: True/False, or increasing positive int lengths (a list from gin becomes a tuple)."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) and not isinstance(v, bool)
-                                                          for v in value):
-        lengths = tuple(value)
-        if lengths[0] >= 1 and all(a < b for a, b in zip(lengths, lengths[1:])):
-            return lengths
+    from xprompt_jax.data.buckets import check_buckets
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        try:
+            return check_buckets(value)
+        except ValueError:
+            pass
     raise ConfigError(f"LENGTH_BUCKETS (DataConfig.length_buckets) must be True, False or increasing positive "
                       f"lengths such as (64, 128, 256), got {value!r}")
 
