@@ -28,11 +28,12 @@ class Progress:
         now = time.time()
         if self._t0 is None:  # time from the first reported step: compilation excluded from the rate
             self._t0, self._first_done = now, done
-            rate = float("nan")
+            rate = None  # no rate yet: the first step's time is mostly compilation
         else:
             rate = (done - self._first_done) / max(now - self._t0, 1e-9)
         filled = int(self.width * done / max(self.total, 1))
         bar = "#" * filled + "." * (self.width - filled)
-        eta = _clock((self.total - done) / rate) if rate == rate and rate > 0 else "?"
+        speed = "- steps/s" if rate is None else f"{rate:.2f} steps/s"
+        eta = _clock((self.total - done) / rate) if rate else "?"
         shown = " ".join(f"{k} {v:.4g}" for k, v in (metrics or {}).items())
-        logger.info(f"[{self.label}] [{bar}] {done}/{self.total} {rate:.2f} steps/s ETA {eta} {shown}")
+        logger.info(f"[{self.label}] [{bar}] {done}/{self.total} {speed} ETA {eta} {shown}")
