@@ -21,6 +21,7 @@ import numpy as np
 
 from tasks.fingerprint import source_fingerprint
 from xprompt_jax.data.cache import FEATURES, CachedSplit, write_cached_split
+from xprompt_jax.data.native_noise import filtered_native_stderr
 from xprompt_jax.errors import ConfigError, DataError
 
 _TEXT_KEYS = ("inputs_pretokenized", "targets_pretokenized")
@@ -56,8 +57,8 @@ def _label_names(task_name: str) -> Optional[List[str]]:
 
 def _data_side_tensorflow():
     """TensorFlow as the data side wants it: quieter (its start-up lines about oneDNN and CUDA are noise
-    here; variables the user set win; TensorFlow 2.21 still prints its 'Could not find cuda drivers'
-    line, which no setting reaches) and off the GPUs, which belong to JAX: a tf.data pipeline needs none,
+    here; variables the user set win; the lines no setting reaches, 'Could not find cuda drivers' among
+    them, are dropped by ``write_cache``'s ``filtered_native_stderr``) and off the GPUs, which belong to JAX: a tf.data pipeline needs none,
     and TensorFlow would otherwise reserve their memory when it starts."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # tokenisation only: no numerics to tune
@@ -135,6 +136,12 @@ def write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mappi
       num_examples: cache only the first n examples (None: all).
       overwrite: replace an existing cache at ``out_dir``.
     """
+    with filtered_native_stderr():  # TensorFlow's start-up lines on fd 2 (data/native_noise.py)
+        return _write_cache(task_name, split, out_dir, sequence_length, num_examples, overwrite)
+
+
+def _write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mapping[str, int],
+                 num_examples: Optional[int], overwrite: bool) -> CachedSplit:
     tf = _data_side_tensorflow()
     import seqio
 
@@ -199,11 +206,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.data_dir or args.fewglue_dir or args.vocab_path:
-            import tasks.glue
-            import tasks.superglue
-            tasks.superglue.register_superglue(data_dir=args.data_dir, fewglue_dir=args.fewglue_dir,
-                                               vocab_path=args.vocab_path)
-            tasks.glue.register_glue(vocab_path=args.vocab_path)
+            with filtered_native_stderr():  # the task modules import TensorFlow
+                import tasks.glue
+                import tasks.superglue
+                tasks.superglue.register_superglue(data_dir=args.data_dir, fewglue_dir=args.fewglue_dir,
+                                                   vocab_path=args.vocab_path)
+                tasks.glue.register_glue(vocab_path=args.vocab_path)
         cache = write_cache(args.task, args.split, args.out,
                             {"inputs": args.inputs_length, "targets": args.targets_length},
                             num_examples=args.num_examples, overwrite=args.overwrite)
