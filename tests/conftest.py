@@ -63,6 +63,7 @@ def demo(tmp_path_factory):
     run = subprocess.run([str(bin_dir / "xprompt-jax"), "demo", "--work_dir", str(work), "--quick"],
                          cwd=work, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    (work / "demo_stderr.txt").write_text(run.stderr)  # test_demo: what a new user sees besides the progress
     with open(work / "demo_results_quick.json") as f:
         results = json.load(f)
     return work, {r["stage"]: r for r in results["rows"]}, results, run.stdout

@@ -8,6 +8,7 @@ README states. The run is the session fixture ``demo`` (conftest.py), which the 
 reuses for its pre-trained model.
 """
 import json
+import os
 
 
 def test_prompt_tuning_beats_no_prompt_and_a_random_prompt(demo):
@@ -41,3 +42,14 @@ def test_xprompt_keeps_accuracy_at_half_the_parameters(demo):
     for path in results["heatmaps"]:
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_tensorflow_start_up_noise_and_no_cache_rewritten(demo):
+    """TensorFlow's fd-2 start-up lines are filtered (data/native_noise.py), and the quick caches are the
+    ones the runs read, so no cache is written twice."""
+    work, _, _, stdout = demo
+    stderr = (work / "demo_stderr.txt").read_text()
+    for noise in ("absl::InitializeLog", "cudart_stub", "precompiled_charsmap"):
+        assert noise not in stderr + stdout, noise
+    assert "rewriting the cache" not in stderr + stdout
+    assert sorted(os.listdir(work / "data" / "demo_pretrain")) == ["quick-train-12-10", "quick-validation-12-10"]

@@ -51,18 +51,25 @@ def pretrain(work_dir: str, quick: bool) -> str:
     if quick:
         bindings.update(TRAIN_STEPS=QUICK["pretrain_steps"], EVAL_PERIOD=QUICK["pretrain_steps"],
                         CHECKPOINT_PERIOD=QUICK["pretrain_steps"])
-        _write_small_cache(work_dir, "demo_pretrain", "train", QUICK["pretrain_examples"], (12, 10))
-        _write_small_cache(work_dir, "demo_pretrain", "validation", 200, (12, 10))
+        # The first examples only, in caches of their own that the run names (a run's own cache under
+        # DATA_CACHE_DIR records the whole split as its source, and would be rewritten in full).
+        bindings["xprompt_jax.DataConfig.train_cache"] = _write_small_cache(
+            work_dir, "demo_pretrain", "train", QUICK["pretrain_examples"], (12, 10))
+        bindings["xprompt_jax.DataConfig.eval_cache"] = _write_small_cache(
+            work_dir, "demo_pretrain", "validation", 200, (12, 10))
     _configure(["runs/demo_pretrain.gin"], bindings)
     configured.train()
     return exported
 
 
-def _write_small_cache(work_dir, task, split, count, lengths):
-    path = os.path.join(work_dir, "data", task, f"{split}-{lengths[0]}-{lengths[1]}")
+def _write_small_cache(work_dir, task, split, count, lengths) -> str:
+    """The first ``count`` examples of ``task:split`` cached once under ``data/<task>/quick-...``; its path."""
+    path = os.path.join(work_dir, "data", task, f"quick-{split}-{lengths[0]}-{lengths[1]}")
     if not os.path.exists(os.path.join(path, "meta.json")):
         from xprompt_jax.data.write_cache import write_cache
+        logger.info(f"[data] writing the first {count} examples of {task}:{split} to {path} (seqio)")
         write_cache(task, split, path, {"inputs": lengths[0], "targets": lengths[1]}, num_examples=count)
+    return path
 
 
 def baselines(checkpoint: str, work_dir: str) -> Dict[str, float]:
