@@ -23,7 +23,6 @@ import os
 import re
 import sys
 import tempfile
-import threading
 from typing import Iterator, Pattern, Sequence
 
 KNOWN_NOISE: Sequence[Pattern[bytes]] = (
@@ -31,9 +30,6 @@ KNOWN_NOISE: Sequence[Pattern[bytes]] = (
     re.compile(rb"^[IW]\d{4} [\d:.]+ +\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"),
     re.compile(rb"normalizer\.cc\(\d+\) LOG\(INFO\) precompiled_charsmap is empty"),
 )
-
-_lock = threading.Lock()
-_depth = 0  # nested blocks (write_cache inside a caller's block) share the outermost redirection
 
 
 def kept_lines(captured: bytes, noise: Sequence[Pattern[bytes]] = KNOWN_NOISE) -> bytes:
@@ -44,27 +40,17 @@ def kept_lines(captured: bytes, noise: Sequence[Pattern[bytes]] = KNOWN_NOISE) -
 
 @contextlib.contextmanager
 def filtered_native_stderr(noise: Sequence[Pattern[bytes]] = KNOWN_NOISE) -> Iterator[None]:
-    """fd 2 goes to a temporary file inside the block; afterwards what is not ``noise`` is written back."""
-    global _depth
+    """fd 2 goes to a temporary file inside the block; afterwards what is not ``noise`` is written back.
+
+    A nested block needs nothing special: it saves and restores the outer block's file as its fd 2, and
+    what it keeps is filtered once more (to the same result) when the outer block ends."""
     if os.environ.get("XPROMPT_NATIVE_STDERR") == "1":
         yield
-        return
-    with _lock:
-        _depth += 1
-        outermost = _depth == 1
-    if not outermost:
-        try:
-            yield
-        finally:
-            with _lock:
-                _depth -= 1
         return
     _flush_python_stderr()
     try:
         saved = os.dup(2)
     except OSError:  # no fd 2 at all (a detached process): nothing to filter
-        with _lock:
-            _depth -= 1
         yield
         return
     with tempfile.TemporaryFile() as capture:
@@ -75,8 +61,6 @@ def filtered_native_stderr(noise: Sequence[Pattern[bytes]] = KNOWN_NOISE) -> Ite
             _flush_python_stderr()
             os.dup2(saved, 2)
             os.close(saved)
-            with _lock:
-                _depth -= 1
             capture.seek(0)
             rest = memoryview(kept_lines(capture.read(), noise))
             while rest:

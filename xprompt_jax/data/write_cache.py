@@ -58,8 +58,8 @@ def _label_names(task_name: str) -> Optional[List[str]]:
 def _data_side_tensorflow():
     """TensorFlow as the data side wants it: quieter (its start-up lines about oneDNN and CUDA are noise
     here; variables the user set win; the lines no setting reaches, 'Could not find cuda drivers' among
-    them, are dropped by ``write_cache``'s ``filtered_native_stderr``) and off the GPUs, which belong to JAX: a tf.data pipeline needs none,
-    and TensorFlow would otherwise reserve their memory when it starts."""
+    them, are dropped by ``write_cache``'s ``filtered_native_stderr``) and off the GPUs, which belong to
+    JAX: a tf.data pipeline needs none, and TensorFlow would otherwise reserve their memory when it starts."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # tokenisation only: no numerics to tune
     import tensorflow as tf
