@@ -36,5 +36,5 @@ setup(
         "test": ["pytest>=7", "ruff==0.17.6", "torch==2.13.0", "transformers>=4.40", "peft>=0.10",
                  "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
     },
-    entry_points={"console_scripts": ["xprompt-jax=xprompt_jax.main:main"]},
+    entry_points={"console_scripts": ["xprompt-jax=xprompt_jax.cli.main:main"]},
 )

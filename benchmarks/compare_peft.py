@@ -172,23 +172,18 @@ class ProjectModel:
 def build_project(cfg, args, frozen):
     import jax
 
-    from xprompt_jax import partitioning, train_step
-    from xprompt_jax.models.t5 import init_params, logical_axes
+    from xprompt_jax import assembly, partitioning, train_step
     from xprompt_jax.optimizers import make_optimizer
-    from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+    from xprompt_jax.prompts.kinds import make_spec
     mesh = partitioning.make_mesh(-1, 1)
-    frozen_sh = partitioning.logical_to_sharding(logical_axes(cfg), mesh)
-    if frozen is None:
-        frozen = jax.jit(lambda: init_params(cfg), out_shardings=frozen_sh)()
-    else:
-        frozen = jax.device_put(frozen, frozen_sh)
-    spec = PromptSpec(length=args.prompt, init="sampled_vocabulary", pieces=16 if cfg.emb_dim % 16 == 0 else 1)
-    model = build_prompted_t5(cfg, spec, frozen)
+    spec = make_spec(length=args.prompt, init="sampled_vocabulary", pieces=16 if cfg.emb_dim % 16 == 0 else 1)
+    frozen = assembly.random_frozen(cfg, mesh) if frozen is None else frozen
+    model = assembly.prompted_model(cfg, spec, frozen)
     opt = make_optimizer(args.optimizer, learning_rate=args.lr)
     state = train_step.create_state(model, opt, jax.random.PRNGKey(0))
-    shardings = train_step.make_shardings(model, opt, jax.eval_shape(lambda: state), mesh, logical_axes(cfg))
-    step = train_step.jit_train_step(train_step.make_train_step(model, opt, z_loss=0.0), shardings)
-    return ProjectModel(model, opt, frozen, shardings, step, mesh)
+    compiled = assembly.compile_step(model, opt, state, mesh, z_loss=0.0)
+    frozen = compiled.place_frozen(frozen)
+    return ProjectModel(model, opt, frozen, compiled.shardings, compiled, mesh)
 
 
 def build_peft(hf_model, cfg, prompt_length: int, gradient_checkpointing: bool):

@@ -66,23 +66,23 @@ def main(argv=None):
     import jax
 
     from benchmarks.compare_peft import open_task, write_json
-    from xprompt_jax.data.buckets import bucket_lengths
+    from xprompt_jax import assembly, partitioning
     from xprompt_jax.data.task_cache import split_vocabulary
     from xprompt_jax.models.config import t5_config
-    from xprompt_jax.models.t5 import init_params
-    from xprompt_jax.prompted import PromptSpec, build_prompted_t5
-    from xprompt_jax.run.evaluator import Evaluator
+    from xprompt_jax.prompts.kinds import make_spec
+    from xprompt_jax.run.config import DataConfig, EvalConfig
 
     full = open_task(args, args.task, args.split)
     split = every_kth(full, args.examples)
     vocabulary = split_vocabulary(full, args.vocab_path)
     cfg = t5_config(args.size, dtype=args.dtype, param_dtype=args.dtype)  # a bare size means T5 1.1
-    frozen = jax.jit(lambda: init_params(cfg))()
-    model = build_prompted_t5(cfg, PromptSpec(length=args.prompt, init="sampled_vocabulary"), frozen)
+    frozen = assembly.random_frozen(cfg, partitioning.make_mesh(-1, 1))
+    model = assembly.prompted_model(cfg, make_spec(length=args.prompt, init="sampled_vocabulary"), frozen)
     trainable, masks = model.init(jax.random.PRNGKey(0))
-    buckets = bucket_lengths(split.features["encoder_input_tokens"].shape[1])
-    sides = {"fixed": Evaluator(model, split, vocabulary, args.batch, "rank"),
-             "buckets": Evaluator(model, split, vocabulary, args.batch, "rank", buckets=buckets)}
+    evaluation = EvalConfig(mode="rank", batch_size=args.batch)
+    sides = {name: assembly.evaluator_for(model, split, vocabulary, DataConfig(length_buckets=on), evaluation)
+             for name, on in (("fixed", False), ("buckets", True))}
+    buckets = sides["buckets"].buckets
     lengths = split.input_lengths()
     print(f"{args.task}:{args.split}, {split.num_examples} of {full.num_examples} examples (mean input "
           f"{lengths.mean():.0f} tokens, cache length {split.features['encoder_input_tokens'].shape[1]}), "

@@ -56,7 +56,7 @@ METHODS = {
 def configure(files: List[str], bindings: Dict[str, object]):
     import gin
 
-    from xprompt_jax.gin_flags import parse_gin
+    from xprompt_jax.cli.gin_flags import parse_gin
     gin.clear_config()
     parse_gin(MODEL_FILES + files, [f"{k} = {v!r}" for k, v in bindings.items()])
 
@@ -83,13 +83,13 @@ def prompt_diagnostics(model_dir: str) -> Dict[str, Optional[float]]:
 
 def training_setup() -> Dict[str, object]:
     """Optimiser, learning rate and batch size the configured run trains with."""
-    from xprompt_jax import gin_configurables as configured
+    from xprompt_jax.cli import gin_configurables as configured
     return {"optimizer": configured.Optimizer().name, "lr": configured.LearningRate().learning_rate,
             "batch": configured.DataConfig().batch_size}
 
 
 def run_method(key: str, work_dir: str, checkpoint: str, steps: int, seed: int) -> dict:
-    from xprompt_jax import gin_configurables as configured
+    from xprompt_jax.cli import gin_configurables as configured
     label, files, extra = METHODS[key]
     model_dir = os.path.join(work_dir, "methods", key, f"seed{seed}")
     configure(files, {**demo_bindings(work_dir, checkpoint, steps, model_dir, seed), **extra})
@@ -102,7 +102,7 @@ def run_method(key: str, work_dir: str, checkpoint: str, steps: int, seed: int) 
 
 
 def run_xprompt(work_dir: str, checkpoint: str, steps: int, seed: int) -> dict:
-    from xprompt_jax import gin_configurables as configured
+    from xprompt_jax.cli import gin_configurables as configured
     model_dir = os.path.join(work_dir, "methods", "xprompt", f"seed{seed}")
     configure(["runs/demo_xprompt.gin"], demo_bindings(work_dir, checkpoint, steps, model_dir, seed))
     setup = training_setup()
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         if unknown:
             parser.error(f"unknown methods {unknown}; choose from {list(METHODS) + ['xprompt']}")
 
-    from xprompt_jax import demo
+    from xprompt_jax.cli import demo
     started = time.time()
     checkpoint = args.checkpoint or demo.pretrain(work_dir, quick=False)
     rows = []

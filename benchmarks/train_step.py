@@ -51,25 +51,23 @@ def main():
     parser.add_argument("--model_parallel", type=int, default=1)
     args = parser.parse_args()
 
-    from xprompt_jax import partitioning, train_step
+    from xprompt_jax import assembly, partitioning, train_step
     from xprompt_jax.models.config import t5_config
-    from xprompt_jax.models.t5 import init_params, logical_axes
+    from xprompt_jax.models.t5 import init_params
     from xprompt_jax.optimizers import make_optimizer
-    from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+    from xprompt_jax.prompts.kinds import make_spec
 
     config = t5_config(variant="t5_1_1", size=args.size, dtype=args.dtype, param_dtype=args.frozen_dtype,
                        remat=args.remat)
     mesh = partitioning.make_mesh(-1, args.model_parallel)
     shapes = jax.eval_shape(lambda: init_params(config))
-    sh_frozen = partitioning.logical_to_sharding(logical_axes(config), mesh)
-    frozen = jax.jit(lambda: init_params(config), out_shardings=sh_frozen)()
+    frozen = assembly.random_frozen(config, mesh)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
-    model = build_prompted_t5(config, PromptSpec(length=args.prompt, init="uniform", pieces=1), frozen)
+    model = assembly.prompted_model(config, make_spec(length=args.prompt, init="uniform", pieces=1), frozen)
     opt = make_optimizer("adafactor", learning_rate=0.3)
     state = train_step.create_state(model, opt, jax.random.PRNGKey(0))
-    shardings = train_step.make_shardings(model, opt, jax.eval_shape(lambda: state), mesh, logical_axes(config))
-    state = jax.device_put(state, shardings.state)
-    step = train_step.jit_train_step(train_step.make_train_step(model, opt), shardings)
+    step = assembly.compile_step(model, opt, state, mesh)
+    state = step.place_state(state)
 
     rng = np.random.RandomState(0)
     targets = rng.randint(3, 32000, (args.batch, args.targets)).astype(np.int32)

@@ -68,7 +68,7 @@ if [[ -n "$HOSTS" ]]; then
     host="${HOST_LIST[$i]}"
     extra=(--coordinator_address="$COORD" --num_processes="$N" --process_id="$i")
     [[ -n "$LOCAL_DEVICE_IDS" ]] && extra+=(--local_device_ids="$LOCAL_DEVICE_IDS")
-    remote="cd $(printf '%q' "$REPO_DIR") && ${ENVS[*]+$(quoted "${ENVS[@]}") }$(quoted "$PYTHON" -m xprompt_jax.main "${COMMAND[@]}" "${extra[@]}")"
+    remote="cd $(printf '%q' "$REPO_DIR") && ${ENVS[*]+$(quoted "${ENVS[@]}") }$(quoted "$PYTHON" -m xprompt_jax.cli "${COMMAND[@]}" "${extra[@]}")"
     echo "$(quoted "$SSH" "$host" "$remote") > $(printf '%q' "$LOG_DIR/process-$i.log") 2>&1 &"
     if [[ "$DRY_RUN" != 1 ]]; then
       "$SSH" "$host" "$remote" > "$LOG_DIR/process-$i.log" 2>&1 &
@@ -97,7 +97,7 @@ DIST=()
 [[ -n "$NUM_PROCESSES" ]] && DIST+=(--num_processes="$NUM_PROCESSES")
 [[ -n "$PROCESS_ID" ]] && DIST+=(--process_id="$PROCESS_ID")
 [[ -n "$LOCAL_DEVICE_IDS" ]] && DIST+=(--local_device_ids="$LOCAL_DEVICE_IDS")
-RUN=("$PYTHON" -m xprompt_jax.main "${COMMAND[@]}" ${DIST[@]+"${DIST[@]}"})
+RUN=("$PYTHON" -m xprompt_jax.cli "${COMMAND[@]}" ${DIST[@]+"${DIST[@]}"})
 export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's package, installed or not
 if [[ "$DRY_RUN" == 1 ]]; then
   echo "# dry run: nothing is executed"

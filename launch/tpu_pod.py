@@ -15,7 +15,7 @@ Steps, each a ``gcloud`` (or ``git``) command, all printed and none run with ``-
 2. pack this checkout (``git archive`` of HEAD plus uncommitted changes to tracked files), copy it to
    every worker, and ``pip install -e`` it with ``jax[tpu]`` there (``--skip_install`` skips this);
 3. on every worker at once (``--worker=all``): mount the ``--model_dir`` bucket with gcsfuse at
-   ``/tmp/gcs/<bucket>``, then run ``python3 -m xprompt_jax.main <your arguments> --distributed=cluster
+   ``/tmp/gcs/<bucket>``, then run ``python3 -m xprompt_jax.cli <your arguments> --distributed=cluster
    --gin.MODEL_DIR='<mounted path>'``. The arguments after ``--`` reach the workers exactly as given
    (each is shell-quoted). Every worker writes its log to ``<model_dir>/logs/worker-<n>.log``
    (``--log_dir`` elsewhere); worker 0's log is also streamed here.
@@ -153,7 +153,7 @@ def worker_script(args) -> str:
     parts.append(f"mkdir -p {log_dir_q}")
     parts.append(f"cd {REMOTE_DIR}")
     env = "".join(f"{item.split('=', 1)[0]}={quote(item.split('=', 1)[1])} " for item in args.env)
-    run = f"{env}python3 -m xprompt_jax.main {' '.join(quote(c) for c in command)} --distributed=cluster"
+    run = f"{env}python3 -m xprompt_jax.cli {' '.join(quote(c) for c in command)} --distributed=cluster"
     parts.append(f"{run} 2>&1 | if [ \"$W\" = 0 ] ; then tee {log_dir_q}/worker-$W.log ; "
                  f"else cat > {log_dir_q}/worker-$W.log ; fi")
     return " ; ".join(parts[:1]) + " ; " + " && ".join(parts[1:])

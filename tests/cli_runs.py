@@ -26,7 +26,7 @@ def cli_env():
 
 def cli(*args):
     """The command line of ``xprompt-jax ARGS`` run from this checkout."""
-    return [sys.executable, "-m", "xprompt_jax.main", *args]
+    return [sys.executable, "-m", "xprompt_jax.cli", *args]
 
 
 class Interrupted:

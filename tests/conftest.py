@@ -37,11 +37,12 @@ def hf_fixture_dir(request) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def fixture_model():
     """(config, frozen params, PromptedT5 with a 5-token 2-piece prompt) on the real T5X tiny checkpoint."""
-    from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+    from xprompt_jax.prompted import build_prompted_t5
+    from xprompt_jax.prompts.kinds import make_spec
     from xprompt_jax.t5_import import load_t5_checkpoint
     config, frozen = load_t5_checkpoint(str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")),
                                         "t5_1_1_prompt_tuning_test")
-    return config, frozen, build_prompted_t5(config, PromptSpec(length=5, pieces=2), frozen)
+    return config, frozen, build_prompted_t5(config, make_spec(length=5, pieces=2), frozen)
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,7 @@ def write_label_task(path, vocab_path, n=48, seed=0, inputs_length=12, task="tes
 def train_command(model_dir, data, steps, checkpoint_period, eval_period):
     """``xprompt-jax train`` on the T5X fixture and ``data``'s caches (keys checkpoint, train, eval):
     a 4-token prompt, batch 8, as tests launch it in a subprocess."""
-    return [sys.executable, "-m", "xprompt_jax.main", "train",
+    return [sys.executable, "-m", "xprompt_jax.cli", "train",
             "--gin_file=sizes/prompt_tuning_test.gin", "--gin_file=prompts/sampled_vocabulary.gin",
             "--gin_file=runs/prompt_tune.gin",
             f"--gin.MODEL_DIR='{model_dir}'", f"--gin.CHECKPOINT='{data['checkpoint']}'",
@@ -101,9 +101,18 @@ def settings_from_flat(**flat):
 
 
 def train(**flat):
-    """``run.loop.train`` with flat keyword arguments (see ``settings_from_flat``)."""
+    """``run.loop.train`` with flat keyword arguments (see ``settings_from_flat``). With ``frozen_model``,
+    ``initial_trainable`` or ``initial_masks``, ``run.loop.run_training`` with that ``Start`` (as XPrompt's
+    stages call it)."""
+    from xprompt_jax.run.config import RunSettings
+    from xprompt_jax.run.loop import run_training
     from xprompt_jax.run.loop import train as run_train
-    return run_train(**settings_from_flat(**flat))
+    from xprompt_jax.run.session import Start
+    start = Start(flat.pop("frozen_model", None), flat.pop("initial_trainable", None), flat.pop("initial_masks", None))
+    if start == Start():
+        return run_train(**settings_from_flat(**flat))
+    model_dir, export_peft = flat.pop("model_dir"), flat.pop("export_peft", True)
+    return run_training(model_dir, RunSettings(**settings_from_flat(**flat)), start, export_peft)
 
 
 def random_batch(n=8, seed=0, vocab=200):

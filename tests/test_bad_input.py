@@ -16,7 +16,7 @@ import pytest
 from cli_runs import cli, cli_env, numbered, run_cli
 from helpers import REPO, shared_path, train_command, write_label_task
 
-from xprompt_jax import main as cli_main
+from xprompt_jax.cli import main as cli_main
 from xprompt_jax.run.lock import LOCK_FILE
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """The xprompt-jax command: the README's smoke run, gin layering and its errors."""
 import pytest
 
-from xprompt_jax import main as cli
+from xprompt_jax.cli import main as cli
 
 
 def test_smoke_on_the_t5x_fixture(t5x_tiny_dir, capsys):
@@ -36,8 +36,8 @@ def test_gin_errors_are_named(t5x_tiny_dir, capsys, argv, message):
 def test_gin_layers_compose_in_order():
     import gin
 
-    from xprompt_jax.gin_configurables import t5_config
-    from xprompt_jax.gin_flags import parse_gin
+    from xprompt_jax.cli.gin_configurables import t5_config
+    from xprompt_jax.cli.gin_flags import parse_gin
 
     gin.clear_config()
     try:

@@ -45,7 +45,7 @@ def toy(tmp_path):
 
 def test_open_reads_meta_features_and_examples(toy):
     assert toy.num_examples == N and toy.meta["task"] == "toy" and toy.meta["format_version"] == 1
-    assert toy.sequence_length == {"inputs": LI, "targets": LT} and toy.label_names == ["False", "True"]
+    assert toy.sequence_length == {"inputs": LI, "targets": LT} and toy.meta["label_names"] == ["False", "True"]
     assert toy.meta["features"]["encoder_input_tokens"] == {"dtype": "int32", "shape": [N, LI]}
     assert set(toy.features) == {"encoder_input_tokens", "decoder_target_tokens", "decoder_input_tokens",
                                  "decoder_loss_weights"}
@@ -213,7 +213,7 @@ def test_rte_cache_equals_seqios_pipeline_bit_for_bit(registered, tmp_path):
     assert cache.meta["truncated"] == {"inputs": len(long_inputs), "targets": 0} and long_inputs
     assert (reopened.features["encoder_input_tokens"][long_inputs, -1] == 1).all()
     assert reopened.meta["vocabulary"] == {"path": os.path.abspath(registered_vocab()), "extra_ids": 100}
-    assert reopened.label_names == ["entailment", "not_entailment"]
+    assert reopened.meta["label_names"] == ["entailment", "not_entailment"]
 
 
 def registered_vocab():
@@ -265,4 +265,4 @@ def test_tasks_outside_the_specs_take_label_names_from_their_module(tmp_path):
 
     cache = write_cache("demo_max", "validation", str(tmp_path / "demo"), {"inputs": 16, "targets": 4},
                         num_examples=8)
-    assert cache.label_names == [str(d) for d in range(10)] and cache.num_examples == 8
+    assert cache.meta["label_names"] == [str(d) for d in range(10)] and cache.num_examples == 8

@@ -310,7 +310,7 @@ def test_the_cli_gives_one_line_and_exit_2_for_an_unusable_vocabulary(cb_dirs, t
     env = dict(os.environ, PYTHONPATH=str(REPO), XPROMPT_SUPERGLUE_DIR=cb_dirs["data_dir"], XPROMPT_VOCAB_PATH=vocab,
                XPROMPT_GCS_TIMEOUT="0.5", TENSORSTORE_GCS_HTTP_URL=f"http://127.0.0.1:{server.getsockname()[1]}")
     try:
-        done = subprocess.run([sys.executable, "-m", "xprompt_jax.main", *args], cwd=REPO, env=env, capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "xprompt_jax.cli", *args], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=300)
     finally:
         server.close()

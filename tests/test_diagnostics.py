@@ -3,11 +3,11 @@ import jax
 import numpy as np
 import pytest
 
-from xprompt_jax import diagnostics, partitioning, train_step
-from xprompt_jax.models.t5 import logical_axes
+from xprompt_jax import assembly, diagnostics, partitioning, train_step
 from xprompt_jax.optimizers import make_optimizer
-from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+from xprompt_jax.prompted import build_prompted_t5
 from xprompt_jax.prompts import masks as mask_lib
+from xprompt_jax.prompts.kinds import make_spec
 
 
 def _numpy_mean_cosine(prompt):
@@ -57,15 +57,15 @@ def test_the_train_step_reports_them_on_the_materialised_prompt():
     from xprompt_jax.t5_import import load_t5_checkpoint
     config, frozen = load_t5_checkpoint(str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")),
                                         "t5_1_1_prompt_tuning_test")
-    model = build_prompted_t5(config, PromptSpec(kind="resprompt", length=4, hidden=6, init="uniform", pieces=2),
+    model = build_prompted_t5(config, make_spec(kind="resprompt", length=4, hidden=6, init="uniform", pieces=2),
                               frozen)
     optimizer = make_optimizer("adamw", learning_rate=0.1)
     masks = mask_lib.ones(4, 2)
     masks["token_mask"] = np.array([1, 1, 0, 1], np.float32)   # a pruned token is left out of the scalars
     state = train_step.create_state(model, optimizer, jax.random.PRNGKey(0), masks=masks)
     mesh = partitioning.make_mesh(1, 1, devices=jax.devices()[:1])
-    shardings = train_step.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
-    step = train_step.jit_train_step(train_step.make_train_step(model, optimizer), shardings)
+    step = assembly.compile_step(model, optimizer, state, mesh)
+    shardings = step.shardings
     rng = np.random.RandomState(0)
     inputs = rng.randint(3, 200, (4, 8)).astype(np.int32)
     targets = rng.randint(3, 200, (4, 2)).astype(np.int32)

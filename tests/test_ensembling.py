@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from xprompt_jax import ensembling, export
+from xprompt_jax import assembly, ensembling, export
+from xprompt_jax.commands import ensemble as ensemble_command
 from xprompt_jax.data.cache import CachedSplit
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import t5_config
@@ -14,7 +15,6 @@ from xprompt_jax.prompts import initializers
 from xprompt_jax.prompts.modules import Prompt
 from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel
 from xprompt_jax.run.evaluator import Evaluator
-from xprompt_jax.run.frozen_model import load_frozen
 from xprompt_jax.vocabulary import load_vocabulary
 
 
@@ -52,7 +52,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ensemble")
     cache, vocab = _write_digit_task(root / "eval")
     config = t5_config("t5_1_1_demo")
-    _, frozen = load_frozen(FrozenModel(None, config), seed=0)   # random weights, as ensemble(checkpoint=None) loads
+    _, frozen = assembly.open_model(FrozenModel(None, config), seed=0)   # random weights, as ensemble(checkpoint=None) loads
     rng = np.random.RandomState(0)
     prompts = [rng.uniform(-0.5, 0.5, (3, 64)).astype(np.float32) for _ in range(5)]
     files = [export.save_npy(str(root / f"run{i}" / "export" / "prompt.npy"), p) for i, p in enumerate(prompts)]
@@ -66,8 +66,7 @@ def test_one_batch_equals_separate_evaluations_then_a_vote(setup):
     vocabulary = load_vocabulary(str(setup["vocab"]))
     separate = []
     for p in setup["prompts"]:
-        model = PromptedT5(config, Prompt(length=3, width=64, pieces=1, init_fn=initializers.from_array(p)))
-        trainable, masks = model.init(jax.random.PRNGKey(0))
+        model, trainable, masks = assembly.prompted_from_saved(config, assembly.SavedPrompt(p, "a prompt"))
         separate.append(Evaluator(model, split, vocabulary, 8, "rank").predictions_text(trainable, frozen,
                                                                                               masks))
     assert len({tuple(s) for s in separate}) > 1          # the prompts disagree somewhere: the vote matters
@@ -103,12 +102,12 @@ def test_rows_are_examples_times_prompts(setup):
 
 def test_ensemble_entry_from_run_folders_and_the_cli(setup, tmp_path):
     out = tmp_path / "ensemble.json"
-    result = ensembling.ensemble(setup["runs"][:3], data=DataConfig(eval_cache=setup["cache"], batch_size=8),
+    result = ensemble_command.ensemble(setup["runs"][:3], data=DataConfig(eval_cache=setup["cache"], batch_size=8),
                                  model=FrozenModel(setup["checkpoint"], setup["config"]),
                                  evaluation=EvalConfig(mode="rank"), output_file=str(out))
     assert len(result["prompts"]) == 3 and "accuracy" in result["ensemble"]
     assert json.load(open(out))["ensemble"] == result["ensemble"]
-    from xprompt_jax.main import main
+    from xprompt_jax.cli.main import main
     sources = repr(setup["files"][:3])
     code = main(["ensemble", "--gin_file=sizes/demo.gin", "--gin_file=runs/ensemble.gin",
                  f"--gin.PROMPT_SOURCES={sources}",
@@ -124,16 +123,16 @@ def test_mismatched_prompts_are_refused_before_anything_is_loaded(setup, tmp_pat
     for odd, what in [(longer, "5 tokens x 64 wide"), (wider, "3 tokens x 8 wide")]:
         # A checkpoint that does not exist: the prompts are checked first.
         with pytest.raises(ConfigError, match="differ in length or width.*" + what):
-            ensembling.ensemble([setup["files"][0], odd], data=DataConfig(eval_cache="/nonexistent"),
+            ensemble_command.ensemble([setup["files"][0], odd], data=DataConfig(eval_cache="/nonexistent"),
                                 model=FrozenModel("/nonexistent", setup["config"]))
     with pytest.raises(ConfigError, match="8 wide but the model is 64 wide"):
-        ensembling.ensemble([wider, wider], data=DataConfig(eval_cache="/nonexistent"),
+        ensemble_command.ensemble([wider, wider], data=DataConfig(eval_cache="/nonexistent"),
                             model=FrozenModel(None, setup["config"]))
     with pytest.raises(ConfigError, match="must be a list"):
-        ensembling.load_prompts(setup["files"][0])
+        ensemble_command.load_prompts(setup["files"][0])
     with pytest.raises(ConfigError, match="no prompts"):
-        ensembling.load_prompts([])
-    from xprompt_jax.main import main
+        ensemble_command.load_prompts([])
+    from xprompt_jax.cli.main import main
     code = main(["ensemble", "--gin_file=sizes/demo.gin", "--gin_file=runs/ensemble.gin",
                  f"--gin.PROMPT_SOURCES={[setup['files'][0], longer]!r}", "--gin.CHECKPOINT='/nonexistent'"])
     err = capsys.readouterr().err.strip()

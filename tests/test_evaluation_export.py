@@ -8,7 +8,8 @@ from xprompt_jax import export
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.decoding import greedy_decode_encoded, shift_right, token_log_likelihoods
 from xprompt_jax.models.t5 import T5
-from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+from xprompt_jax.prompted import build_prompted_t5
+from xprompt_jax.prompts.kinds import make_spec
 from xprompt_jax.run import evaluator as evaluation
 from xprompt_jax.t5_import import load_t5_checkpoint
 
@@ -17,7 +18,7 @@ from xprompt_jax.t5_import import load_t5_checkpoint
 def prompted():
     from helpers import shared_path
     config, frozen = load_t5_checkpoint(str(shared_path("fixtures", "hf_t5_v1_1_tiny")))
-    model = build_prompted_t5(config, PromptSpec(length=3, init="uniform", pieces=4), frozen)
+    model = build_prompted_t5(config, make_spec(length=3, init="uniform", pieces=4), frozen)
     trainable, masks = model.init(jax.random.PRNGKey(3))
     return config, frozen, model, trainable, masks
 

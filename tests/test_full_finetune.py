@@ -6,8 +6,7 @@ import optax
 import pytest
 from flax import traverse_util
 
-from xprompt_jax import partitioning, train_step
-from xprompt_jax.models.t5 import logical_axes
+from xprompt_jax import assembly, partitioning, train_step
 from xprompt_jax.optimizers import make_optimizer
 from xprompt_jax.prompted import PromptedT5
 
@@ -34,14 +33,14 @@ def _batch(n=8):
 @pytest.mark.parametrize("name", ["adamw", "adafactor"])
 def test_full_finetuning_changes_the_weights_and_shards_optimizer_state_like_them(fixture_model, name):
     config, params = fixture_model
-    model = PromptedT5(config, None)                 # no prompt: what train(trainable='model') builds
+    model = PromptedT5(config, None)                 # no prompt: what train(trains="model") builds
     optimizer = make_optimizer(name, learning_rate=1e-2)
     mesh = partitioning.make_mesh(4, 2)
     state = train_step.create_state(model, optimizer, jax.random.PRNGKey(0), trainable={"t5": params})
-    shardings = train_step.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
+    step = assembly.compile_step(model, optimizer, state, mesh)
+    shardings = step.shardings
     assert shardings.frozen == {}                    # nothing stays frozen
     before = traverse_util.flatten_dict(jax.tree.map(np.array, params), sep="/")
-    step = train_step.jit_train_step(train_step.make_train_step(model, optimizer), shardings)
     state, metrics = step(jax.device_put(state, shardings.state), {}, partitioning.global_batch(_batch(), mesh))
     assert np.isfinite(float(metrics["loss"])) and "prompt_norm" not in metrics
 
@@ -67,12 +66,12 @@ def test_full_finetuning_changes_the_weights_and_shards_optimizer_state_like_the
 
 
 def test_full_finetune_gin_run():
-    from xprompt_jax import gin_configurables as configured
-    from xprompt_jax.gin_flags import parse_gin
+    from xprompt_jax.cli import gin_configurables as configured
+    from xprompt_jax.cli.gin_flags import parse_gin
     gin.clear_config()
     try:
         parse_gin(["models/t5_1_1.gin", "sizes/base.gin", "runs/full_finetune.gin"], ["MODEL_DIR = '/tmp/x'"])
-        assert gin.query_parameter("xprompt_jax.train.trainable") == "model"
+        assert gin.query_parameter("xprompt_jax.train.trains") == "model"
         assert configured.DataConfig().batch_size == 16
         assert configured.Optimizer().name == "adamw"
         assert configured.LearningRate().learning_rate == 1e-5

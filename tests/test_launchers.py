@@ -117,7 +117,7 @@ def test_tpu_worker_command_carries_the_arguments_exactly(stubs):
     argv = _run_worker_script(script, stubs)
     # The given arguments, in order and unchanged, then what the launcher adds.
     model_dir = mount_root / "my-bucket" / "runs" / "pt_rte"
-    assert argv == ["-m", "xprompt_jax.main", *GIN_ARGS, f"--gin.MODEL_DIR='{model_dir}'", "--distributed=cluster"]
+    assert argv == ["-m", "xprompt_jax.cli", *GIN_ARGS, f"--gin.MODEL_DIR='{model_dir}'", "--distributed=cluster"]
     gcsfuse = [c for c in _calls(stubs) if c[0] == "gcsfuse"]
     assert gcsfuse == [["gcsfuse", "--implicit-dirs", "my-bucket", str(mount_root / "my-bucket")]]
     # Each worker's log goes to the bucket (worker 0's is also streamed to the terminal).
@@ -129,7 +129,7 @@ def test_tpu_without_model_dir_logs_per_worker_at_home(stubs):
     (ssh,) = [shlex.split(c) for c in _commands(out.stdout)]
     script = next(a for a in ssh if a.startswith("--command="))[len("--command="):]
     argv = _run_worker_script(script, stubs)
-    assert argv == ["-m", "xprompt_jax.main", *GIN_ARGS, "--distributed=cluster"]
+    assert argv == ["-m", "xprompt_jax.cli", *GIN_ARGS, "--distributed=cluster"]
     assert (stubs["tmp"] / "home" / "xprompt-logs" / "worker-0.log").exists()
 
 
@@ -178,12 +178,12 @@ def test_gpu_single_process(stubs):
     assert out.returncode == 0, out.stderr
     assert "# one process: nothing to initialise" in out.stdout
     (command,) = _commands(out.stdout)
-    assert shlex.split(command) == [sys.executable, "-m", "xprompt_jax.main", *GIN_ARGS]
+    assert shlex.split(command) == [sys.executable, "-m", "xprompt_jax.cli", *GIN_ARGS]
     assert _calls(stubs) == []
     # Without --dry_run it executes exactly that.
     out = _run([GPU, "--", *GIN_ARGS], stubs, PYTHON="fake_python")
     assert out.returncode == 0, out.stderr
-    assert _calls(stubs) == [["fake_python", "-m", "xprompt_jax.main", *GIN_ARGS]]
+    assert _calls(stubs) == [["fake_python", "-m", "xprompt_jax.cli", *GIN_ARGS]]
 
 
 def test_gpu_this_host_of_several(stubs):
@@ -192,7 +192,7 @@ def test_gpu_this_host_of_several(stubs):
     assert out.returncode == 0, out.stderr
     assert "# process 1 of 2, coordinator gpu0:12355 (from flags)" in out.stdout
     (command,) = _commands(out.stdout)
-    assert shlex.split(command) == ["NCCL_DEBUG=WARN", sys.executable, "-m", "xprompt_jax.main", *GIN_ARGS,
+    assert shlex.split(command) == ["NCCL_DEBUG=WARN", sys.executable, "-m", "xprompt_jax.cli", *GIN_ARGS,
                                     "--coordinator_address=gpu0:12355", "--num_processes=2", "--process_id=1"]
 
 
@@ -203,7 +203,7 @@ def test_gpu_slurm(stubs):
     assert out.returncode == 0, out.stderr
     assert "# process 1 of 2, coordinator gpu07:61441 (from slurm)" in out.stdout
     (command,) = _commands(out.stdout)
-    assert shlex.split(command) == [sys.executable, "-m", "xprompt_jax.main", *GIN_ARGS]
+    assert shlex.split(command) == [sys.executable, "-m", "xprompt_jax.cli", *GIN_ARGS]
 
 
 def test_gpu_hosts_over_ssh(stubs):
@@ -219,7 +219,7 @@ def test_gpu_hosts_over_ssh(stubs):
                                                                  "2>&1", "&"]
         remote = shlex.split(words[2])
         assert remote[:3] == ["cd", "/opt/xprompt jax", "&&"]
-        assert remote[3:] == ["fake_python", "-m", "xprompt_jax.main", *GIN_ARGS, "--coordinator_address=gpu0:12355",
+        assert remote[3:] == ["fake_python", "-m", "xprompt_jax.cli", *GIN_ARGS, "--coordinator_address=gpu0:12355",
                               "--num_processes=2", f"--process_id={i}"]
 
 
@@ -231,7 +231,7 @@ def test_gpu_hosts_run_every_process(stubs):
                PYTHON="fake_python")
     assert out.returncode == 0, out.stderr
     ran = sorted(_calls(stubs), key=lambda c: c[-1])
-    assert ran == [["fake_python", "-m", "xprompt_jax.main", *GIN_ARGS, "--coordinator_address=a:12355",
+    assert ran == [["fake_python", "-m", "xprompt_jax.cli", *GIN_ARGS, "--coordinator_address=a:12355",
                     "--num_processes=3", f"--process_id={i}"] for i in range(3)]
     assert sorted(os.listdir(logs)) == ["process-0.log", "process-1.log", "process-2.log"]
 

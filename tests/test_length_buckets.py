@@ -267,11 +267,12 @@ def prompted_tiny():
 
     from xprompt_jax import train_step
     from xprompt_jax.optimizers import make_optimizer
-    from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+    from xprompt_jax.prompted import build_prompted_t5
+    from xprompt_jax.prompts.kinds import make_spec
     from xprompt_jax.t5_import import load_t5_checkpoint
     config, frozen = load_t5_checkpoint(str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3")),
                                         "t5_1_1_prompt_tuning_test")
-    model = build_prompted_t5(config, PromptSpec(length=5, pieces=2), frozen)
+    model = build_prompted_t5(config, make_spec(length=5, pieces=2), frozen)
     state = train_step.create_state(model, make_optimizer(), jax.random.PRNGKey(0))
     return model, frozen, state.trainable, state.masks
 

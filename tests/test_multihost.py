@@ -141,7 +141,7 @@ def test_two_processes_train_and_resume_like_one_process_with_eight_devices(data
 def test_two_processes_write_a_missing_task_cache_once(tmp_path):
     """TASK without a cache: process 0 writes it (seqio), the other waits and reads the same folder."""
     cache_dir = tmp_path / "data"
-    command = [sys.executable, "-m", "xprompt_jax.main", "train", "--gin_file=models/t5_1_1.gin",
+    command = [sys.executable, "-m", "xprompt_jax.cli", "train", "--gin_file=models/t5_1_1.gin",
                "--gin_file=sizes/demo.gin", "--gin_file=runs/demo_prompt_tune.gin",
                f"--gin.MODEL_DIR='{tmp_path / 'run'}'", f"--gin.DATA_CACHE_DIR='{cache_dir}'",
                "--gin.TRAIN_STEPS=1", "--gin.EVAL_PERIOD=1"]
@@ -206,7 +206,7 @@ def test_cluster_mode_defers_to_jax_detection():
 
 
 def test_cli_rejects_incomplete_settings_before_touching_jax():
-    out = subprocess.run([sys.executable, "-m", "xprompt_jax.main", "train", "--coordinator_address=h:1"],
+    out = subprocess.run([sys.executable, "-m", "xprompt_jax.cli", "train", "--coordinator_address=h:1"],
                          env=_env(1), capture_output=True, text=True, timeout=TIMEOUT)
     assert out.returncode == 2
     assert "error: multi-process settings are incomplete: missing --num_processes" in out.stderr

@@ -3,8 +3,7 @@ import jax
 import numpy as np
 from helpers import random_batch
 
-from xprompt_jax import partitioning, train_step
-from xprompt_jax.models.t5 import logical_axes
+from xprompt_jax import assembly, partitioning, train_step
 from xprompt_jax.optimizers import make_optimizer
 
 
@@ -12,8 +11,8 @@ def _steps(model, config, frozen, learning_rate, steps=2):
     mesh = partitioning.make_mesh(1, 1, devices=jax.devices()[:1])
     opt = make_optimizer("adafactor", learning_rate=learning_rate)
     state = train_step.create_state(model, opt, jax.random.PRNGKey(0))
-    shardings = train_step.make_shardings(model, opt, jax.eval_shape(lambda: state), mesh, logical_axes(config))
-    step = train_step.jit_train_step(train_step.make_train_step(model, opt), shardings, donate=False)
+    step = assembly.compile_step(model, opt, state, mesh, donate=False)
+    shardings = step.shardings
     states, flags = [jax.device_put(state, shardings.state)], []
     for i in range(steps):
         new, metrics = step(states[-1], jax.device_put(frozen, shardings.frozen),

@@ -11,7 +11,7 @@ import pytest
 
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import t5_config
-from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+from xprompt_jax.prompted import build_prompted_t5
 from xprompt_jax.prompts import kinds
 from xprompt_jax.prompts.kinds import PromptSpecBase, make_spec, register_kind
 from xprompt_jax.prompts.modules import Prompt
@@ -20,7 +20,7 @@ GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 COMMON = {"length": 100, "init": "sampled_vocabulary", "init_scale": 0.5, "population_size": 5000, "init_file": None,
           "pieces": 16, "combine": "prefix"}
-# (fields, to_dict()) pairs printed by PromptSpec(**fields).to_dict() of the single-dataclass PromptSpec
+# (fields, to_dict()) pairs printed by make_spec(**fields).to_dict() of the single-dataclass PromptSpec
 # (commit ac9ed6f), key order included: these dicts are in run_config.json files that must still resume.
 BEFORE_THE_SPLIT = [
     ({}, COMMON),
@@ -45,9 +45,9 @@ BEFORE_THE_SPLIT = [
 
 @pytest.mark.parametrize("fields,stored", BEFORE_THE_SPLIT)
 def test_to_dict_is_what_the_single_prompt_spec_stored(fields, stored):
-    spec = PromptSpec(**fields)
+    spec = make_spec(**fields)
     assert list(spec.to_dict().items()) == list(stored.items())   # same keys, values and order
-    assert PromptSpec(**stored) == spec                             # a stored run_config rebuilds it
+    assert make_spec(**stored) == spec                             # a stored run_config rebuilds it
     assert spec.kind == fields.get("kind", "prompt")
     for name, value in fields.items():
         assert getattr(spec, name) == value
@@ -84,16 +84,16 @@ def test_make_spec_takes_every_field_the_gin_files_bind_for_every_kind():
 
 def test_a_field_of_another_kind_is_refused_unless_at_its_default():
     with pytest.raises(ConfigError, match=r"PromptSpec.rank = 2 does not apply to kind 'prompt' \(only to \['ept'\]\)"):
-        PromptSpec(rank=2)
+        make_spec(rank=2)
     with pytest.raises(ConfigError, match="PromptSpec.hidden = 5 does not apply to kind 'ept'"):
-        PromptSpec(kind="ept", hidden=5)
+        make_spec(kind="ept", hidden=5)
     with pytest.raises(ConfigError, match="PromptSpec.resprompt_separate = True does not apply to kind 'ptuning'"):
-        PromptSpec(kind="ptuning", resprompt_separate=True)
+        make_spec(kind="ptuning", resprompt_separate=True)
     with pytest.raises(ConfigError, match="unknown PromptSpec field 'lenght'"):
-        PromptSpec(lenght=5)
+        make_spec(lenght=5)
     with pytest.raises(ConfigError, match="unknown PromptSpec.kind 'lora'"):
-        PromptSpec(kind="lora")
-    assert not hasattr(PromptSpec(rank=1, hidden=None, lstm_layers=2), "rank")   # defaults: dropped
+        make_spec(kind="lora")
+    assert not hasattr(make_spec(rank=1, hidden=None, lstm_layers=2), "rank")   # defaults: dropped
 
 
 def test_a_new_kind_is_one_class():
@@ -118,7 +118,7 @@ def test_a_new_kind_is_one_class():
         assert isinstance(spec, DoubledSpec) and spec.kind == "test_doubled"
         assert spec.to_dict() == {**COMMON, "length": 3, "init": "uniform", "pieces": 2, "kind": "test_doubled",
                                   "factor": 3.0}
-        assert PromptSpec(**spec.to_dict()) == spec
+        assert make_spec(**spec.to_dict()) == spec
         with pytest.raises(ConfigError, match="factor must be positive"):
             make_spec("test_doubled", factor=0.0)
         with pytest.raises(ConfigError, match="PromptSpec.factor = 3.0 does not apply to kind 'ept'"):

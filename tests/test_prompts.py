@@ -37,21 +37,28 @@ def test_class_labels_rows_are_mean_label_embeddings_then_sampled():
         assert (table == v).all(axis=1).any()
 
 
-def test_from_npy_round_trips_and_rejects_wrong_shape(tmp_path):
+def _file_initializer(path):
+    """``PromptSpec.init='file'``'s initialiser (no embedding table needed): the one reader of saved prompts."""
+    from xprompt_jax.prompted import make_initializer
+    from xprompt_jax.prompts.kinds import make_spec
+    return make_initializer(make_spec(init="file", init_file=str(path)), embedding=None)
+
+
+def test_a_saved_npy_round_trips_and_a_wrong_shape_is_refused(tmp_path):
     saved = np.random.RandomState(0).normal(size=(5, 8)).astype(np.float32)
     np.save(tmp_path / "p.npy", saved)
-    init = initializers.from_npy(str(tmp_path / "p.npy"))
+    init = _file_initializer(tmp_path / "p.npy")
     np.testing.assert_array_equal(np.asarray(init(None, (5, 8))), saved)
     with pytest.raises(ConfigError, match=r"p.npy has shape \(5, 8\).*\(7, 8\)"):
         init(None, (7, 8))
-    with pytest.raises(ConfigError, match="does not exist"):
-        initializers.from_npy(str(tmp_path / "missing.npy"))
+    with pytest.raises(ConfigError, match="no prompt at .*missing.npy"):
+        _file_initializer(tmp_path / "missing.npy")
 
 
 def test_lester_fixture_prompt_loads(tmp_path):
     from helpers import shared_path
     path = shared_path("fixtures", "prompt_5x256.npy")
-    values = np.asarray(initializers.from_npy(str(path))(None, (5, 256)))
+    values = np.asarray(_file_initializer(path)(None, (5, 256)))
     assert values.shape == (5, 256) and np.isfinite(values).all()
 
 

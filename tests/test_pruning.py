@@ -56,11 +56,12 @@ def tiny():
     """The T5X fixture (emb 4), a 5-token prompt in 2 pieces, moved off its init like a trained prompt."""
     from helpers import shared_path
 
-    from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+    from xprompt_jax.prompted import build_prompted_t5
+    from xprompt_jax.prompts.kinds import make_spec
     from xprompt_jax.t5_import import load_t5_checkpoint
     path = str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3"))
     config, frozen = load_t5_checkpoint(path, "t5_1_1_prompt_tuning_test")
-    model = build_prompted_t5(config, PromptSpec(length=5, pieces=2, init="uniform"), frozen)
+    model = build_prompted_t5(config, make_spec(length=5, pieces=2, init="uniform"), frozen)
     trainable, _ = model.init(jax.random.PRNGKey(0))
     trainable = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(1), p.shape), trainable)
     return path, config, frozen, model, trainable
@@ -146,12 +147,13 @@ import numpy as np
 from xprompt_jax import losses
 from xprompt_jax.xprompt import importance
 from xprompt_jax.t5_import import load_t5_checkpoint
-from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+from xprompt_jax.prompted import build_prompted_t5
+from xprompt_jax.prompts.kinds import make_spec
 
 path, batch = sys.argv[1], {k: np.asarray(v, np.int32) for k, v in json.loads(sys.argv[2]).items()}
 config, frozen = load_t5_checkpoint(path, "t5_1_1_prompt_tuning_test", param_dtype="float64")
 config = config.replace(dtype="float64")
-model = build_prompted_t5(config, PromptSpec(length=5, pieces=2, init="uniform"), frozen)
+model = build_prompted_t5(config, make_spec(length=5, pieces=2, init="uniform"), frozen)
 trainable, _ = model.init(jax.random.PRNGKey(0))
 trainable = jax.tree.map(lambda p: (p + 0.3 * jax.random.normal(jax.random.PRNGKey(1), p.shape)).astype("float64"),
                          trainable)
@@ -368,7 +370,7 @@ def test_rewind_restores_stage_one_values_of_survivors_and_zeros_the_rest():
 
 def test_summary_table_counts_what_the_masks_keep():
     """The results table XPrompt logs: one row per stage, the scalars the masks keep, the best score."""
-    from xprompt_jax.xprompt.run import format_table
+    from xprompt_jax.xprompt.stages import format_table
     masks = _masks(token_off=[3], pieces_off=[(0, 1), (2, 0)])
     kept = _kept(masks, 4)
     assert kept == 12   # 5 tokens x 2 pieces x 2 scalars, less token 3 (4) and two pieces (2 each)

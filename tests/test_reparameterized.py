@@ -8,36 +8,35 @@ from flax import linen as nn
 from flax import traverse_util
 from helpers import train as flat_train
 
-from xprompt_jax import partitioning, train_step
+from xprompt_jax import assembly, partitioning, train_step
 from xprompt_jax.errors import ConfigError
-from xprompt_jax.models.t5 import logical_axes
 from xprompt_jax.optimizers import make_optimizer
 from xprompt_jax.prompted import (
     PromptedT5,
-    PromptSpec,
     build_prompted_t5,
     make_prompt_module,
 )
 from xprompt_jax.prompts import initializers
 from xprompt_jax.prompts import masks as mask_lib
 from xprompt_jax.prompts import reparameterized as rp
+from xprompt_jax.prompts.kinds import PromptSpecBase, make_spec
 from xprompt_jax.prompts.modules import Prompt
 from xprompt_jax.run import evaluator as evaluation
 
 WIDTHS = {"small": 512, "base": 768, "large": 1024}   # T5 1.1 d_model (docs/methods.md section 1)
 
 SPECS = {
-    "ept": PromptSpec(kind="ept", length=1, init="uniform", pieces=2),
-    "ept_star": PromptSpec(kind="ept", length=3, init="uniform", pieces=2),
-    "ptuning": PromptSpec(kind="ptuning", length=3, init="uniform", pieces=2),
-    "ptuning_lstm": PromptSpec(kind="ptuning", ptuning_encoder="lstm", hidden=3, length=3, init="uniform", pieces=2),
-    "resprompt": PromptSpec(kind="resprompt", length=3, init="uniform", pieces=2),
-    "resprompt_separate": PromptSpec(kind="resprompt", resprompt_separate=True, hidden=5, length=3, init="uniform",
+    "ept": make_spec(kind="ept", length=1, init="uniform", pieces=2),
+    "ept_star": make_spec(kind="ept", length=3, init="uniform", pieces=2),
+    "ptuning": make_spec(kind="ptuning", length=3, init="uniform", pieces=2),
+    "ptuning_lstm": make_spec(kind="ptuning", ptuning_encoder="lstm", hidden=3, length=3, init="uniform", pieces=2),
+    "resprompt": make_spec(kind="resprompt", length=3, init="uniform", pieces=2),
+    "resprompt_separate": make_spec(kind="resprompt", resprompt_separate=True, hidden=5, length=3, init="uniform",
                                      pieces=2),
 }
 
 
-def _count(spec: PromptSpec, width: int) -> int:
+def _count(spec: PromptSpecBase, width: int) -> int:
     """Trainable scalars of the module ``spec`` builds, from shapes only (jax.eval_shape: no weights)."""
     module = make_prompt_module(spec, width, initializers.uniform(0.5))
     shapes = jax.eval_shape(lambda: nn.unbox(module.init(jax.random.PRNGKey(0)))["params"])
@@ -48,7 +47,7 @@ def _count(spec: PromptSpec, width: int) -> int:
 @pytest.mark.parametrize("copies", [1, 10])
 def test_ept_trainable_count_is_the_papers_3e(size, expected, copies):
     # The EPT paper's table: 1.5K (small), 2.3K (base), 3K (large) for EPT and EPT* alike.
-    assert _count(PromptSpec(kind="ept", length=copies, init="uniform"), WIDTHS[size]) == expected
+    assert _count(make_spec(kind="ept", length=copies, init="uniform"), WIDTHS[size]) == expected
     assert rp.ept_parameters(WIDTHS[size]) == expected
 
 
@@ -57,21 +56,21 @@ def test_ept_trainable_count_is_the_papers_3e(size, expected, copies):
 def test_baseline_counts_match_the_papers_table(size, ptuning, resprompt):
     # Table 1 reports P-Tuning 793K / 1.7M / 3.1M and ResPrompt 416K / 624K / 832K with 10 prompt tokens.
     e = WIDTHS[size]
-    assert _count(PromptSpec(kind="ptuning", length=10, init="uniform"), e) == ptuning
-    assert _count(PromptSpec(kind="resprompt", length=10, init="uniform"), e) == resprompt
+    assert _count(make_spec(kind="ptuning", length=10, init="uniform"), e) == ptuning
+    assert _count(make_spec(kind="resprompt", length=10, init="uniform"), e) == resprompt
     assert ptuning == 10 * e + 3 * e * e + 3 * e           # embeddings + 3 linear layers with biases, h = e
     assert resprompt == 10 * e + 2 * 400 * e + 400 + e + 2 * e   # embeddings + down + up + LayerNorm
 
 
 @pytest.mark.parametrize("spec,width", [
-    (PromptSpec(kind="ept", length=4, rank=3, init="uniform", pieces=2), 64),
-    (PromptSpec(kind="ptuning", length=5, hidden=7, init="uniform", pieces=2), 16),
-    (PromptSpec(kind="ptuning", ptuning_encoder="lstm", length=5, init="uniform", pieces=2), 16),
-    (PromptSpec(kind="ptuning", ptuning_encoder="lstm", lstm_layers=3, hidden=6, length=5, init="uniform", pieces=2),
+    (make_spec(kind="ept", length=4, rank=3, init="uniform", pieces=2), 64),
+    (make_spec(kind="ptuning", length=5, hidden=7, init="uniform", pieces=2), 16),
+    (make_spec(kind="ptuning", ptuning_encoder="lstm", length=5, init="uniform", pieces=2), 16),
+    (make_spec(kind="ptuning", ptuning_encoder="lstm", lstm_layers=3, hidden=6, length=5, init="uniform", pieces=2),
      16),
-    (PromptSpec(kind="resprompt", length=6, hidden=9, init="uniform", pieces=2), 16),
-    (PromptSpec(kind="resprompt", resprompt_separate=True, length=6, hidden=9, init="uniform", pieces=2), 16),
-    (PromptSpec(length=6, init="uniform", pieces=2), 16),
+    (make_spec(kind="resprompt", length=6, hidden=9, init="uniform", pieces=2), 16),
+    (make_spec(kind="resprompt", resprompt_separate=True, length=6, hidden=9, init="uniform", pieces=2), 16),
+    (make_spec(length=6, init="uniform", pieces=2), 16),
 ])
 def test_counts_equal_the_closed_forms(spec, width):
     if spec.kind == "ept":
@@ -96,7 +95,7 @@ def test_counts_equal_the_closed_forms(spec, width):
 @pytest.mark.parametrize("rank", [1, 3])
 def test_ept_output_has_rank_at_most_r_and_star_repeats_it(rank):
     width, copies = 32, 4
-    module = make_prompt_module(PromptSpec(kind="ept", length=copies, rank=rank, init="uniform", pieces=2), width,
+    module = make_prompt_module(make_spec(kind="ept", length=copies, rank=rank, init="uniform", pieces=2), width,
                                 initializers.uniform(0.5))
     variables = module.init(jax.random.PRNGKey(1))
     params = nn.unbox(variables)["params"]
@@ -114,7 +113,7 @@ def test_ept_output_has_rank_at_most_r_and_star_repeats_it(rank):
 
 def test_resprompt_and_ptuning_compute_their_formulas():
     width, length = 8, 3
-    res = make_prompt_module(PromptSpec(kind="resprompt", length=length, hidden=5, init="uniform", pieces=2), width,
+    res = make_prompt_module(make_spec(kind="resprompt", length=length, hidden=5, init="uniform", pieces=2), width,
                              initializers.uniform(0.5))
     v = res.init(jax.random.PRNGKey(0))
     p = nn.unbox(v)["params"]
@@ -123,7 +122,7 @@ def test_resprompt_and_ptuning_compute_their_formulas():
     normed = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(res.apply(v), x + normed * p["layer_norm"]["scale"] + p["layer_norm"]["bias"],
                                rtol=1e-5, atol=1e-5)
-    pt = make_prompt_module(PromptSpec(kind="ptuning", length=length, init="uniform", pieces=2), width,
+    pt = make_prompt_module(make_spec(kind="ptuning", length=length, init="uniform", pieces=2), width,
                             initializers.uniform(0.5))
     v = pt.init(jax.random.PRNGKey(0))
     p = nn.unbox(v)["params"]
@@ -182,7 +181,8 @@ def test_gradients_reach_every_reparameterisation_parameter_and_nothing_else(fix
     assert list(grads) == ["prompt"]
     flat = traverse_util.flatten_dict(grads["prompt"], sep="/")
     assert flat.keys() == traverse_util.flatten_dict(trainable["prompt"], sep="/").keys()
-    assert not any(k.split("/")[-1] == "prompt" for k in flat)   # so train_step.update_mask leaves them alone
+    pruned = {k: jnp.zeros_like(v) for k, v in masks.items()}  # masked at the output, never per parameter:
+    assert all(m is None for m in jax.tree.leaves(model.update_mask(trainable, pruned), is_leaf=lambda x: x is None))
     assert all(np.abs(np.asarray(g)).sum() > 0 for g in flat.values()), {k: float(np.abs(g).sum())
                                                                           for k, g in flat.items()}
 
@@ -194,10 +194,10 @@ def test_a_sharded_step_trains_the_network_and_leaves_the_frozen_model_bit_ident
     optimizer = make_optimizer("adamw", learning_rate=0.1, weight_decay=0.01)
     mesh = partitioning.make_mesh(4, 2)
     state = train_step.create_state(model, optimizer, jax.random.PRNGKey(0))
-    shardings = train_step.make_shardings(model, optimizer, jax.eval_shape(lambda: state), mesh, logical_axes(config))
+    step = assembly.compile_step(model, optimizer, state, mesh)
+    shardings = step.shardings
     before_frozen = jax.tree.map(np.array, frozen)
     before = jax.tree.map(np.array, state.trainable)
-    step = train_step.jit_train_step(train_step.make_train_step(model, optimizer), shardings)
     frozen_dev = jax.device_put(frozen, shardings.frozen)
     new_state, metrics = step(jax.device_put(state, shardings.state), frozen_dev,
                               partitioning.global_batch(_batch(), mesh))
@@ -238,11 +238,11 @@ def test_trained_network_and_its_export_evaluate_identically(tmp_path):
     """The run exports the materialised prompt; ``evaluate`` on that file alone gives the network's metrics."""
     from helpers import shared_path, write_label_task
 
+    from xprompt_jax.commands.evaluate import evaluate
     from xprompt_jax.models.config import t5_config
     from xprompt_jax.optimizers import LearningRate, Optimizer
     from xprompt_jax.run.checkpoints import BestCheckpoint
     from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel
-    from xprompt_jax.run.evaluate import evaluate
     from xprompt_jax.run.evaluator import Evaluator
     from xprompt_jax.run.frozen_model import load_frozen
     from xprompt_jax.vocabulary import load_vocabulary
@@ -250,7 +250,7 @@ def test_trained_network_and_its_export_evaluate_identically(tmp_path):
     checkpoint = str(shared_path("fixtures", "t5x_t5_1_1_tiny", "checkpoint_3"))
     train_cache = write_label_task(tmp_path / "train", vocab, n=32)
     eval_cache = write_label_task(tmp_path / "eval", vocab, n=20, seed=1)
-    spec = PromptSpec(kind="ept", length=3, init="uniform", pieces=2)
+    spec = make_spec(kind="ept", length=3, init="uniform", pieces=2)
     config = t5_config("t5_1_1_prompt_tuning_test")
     run = tmp_path / "run"
     result = flat_train(model_dir=str(run), checkpoint=checkpoint, train_cache=train_cache, eval_cache=eval_cache,
@@ -287,17 +287,17 @@ def test_trained_network_and_its_export_evaluate_identically(tmp_path):
 def test_bad_sizes_are_refused_before_training(fixture_frozen, tmp_path):
     config, frozen = fixture_frozen   # 4 wide
     with pytest.raises(ConfigError, match=r"1 <= r < e = 4"):
-        build_prompted_t5(config, PromptSpec(kind="ept", rank=4, length=1, init="uniform", pieces=2), frozen)
+        build_prompted_t5(config, make_spec(kind="ept", rank=4, length=1, init="uniform", pieces=2), frozen)
     with pytest.raises(ConfigError, match=r"r >= 1"):
-        PromptSpec(kind="ept", rank=0, length=1)
+        make_spec(kind="ept", rank=0, length=1)
     with pytest.raises(ConfigError, match=r"EPT\* needs at least one copy"):
-        PromptSpec(kind="ept", length=0)
+        make_spec(kind="ept", length=0)
     with pytest.raises(ConfigError, match="unknown PromptSpec.kind"):
-        PromptSpec(kind="lora")
+        make_spec(kind="lora")
     with pytest.raises(ConfigError, match="unknown P-Tuning encoder"):
-        PromptSpec(kind="ptuning", ptuning_encoder="gru")
+        make_spec(kind="ptuning", ptuning_encoder="gru")
     with pytest.raises(ConfigError, match="bottleneck"):
-        PromptSpec(kind="resprompt", hidden=0)
+        make_spec(kind="resprompt", hidden=0)
     # Through the trainer: refused after the data is opened and before any state is built or compiled.
     from helpers import shared_path, write_label_task
 
@@ -305,7 +305,7 @@ def test_bad_sizes_are_refused_before_training(fixture_frozen, tmp_path):
     with pytest.raises(ConfigError, match=r"1 <= r < e = 4"):
         flat_train(model_dir=str(tmp_path / "run"), train_cache=cache, eval_split=None, batch_size=8,
                       train_steps=1, frozen_model=(config, frozen),
-                      prompt_spec=PromptSpec(kind="ept", rank=7, length=1, init="uniform", pieces=2))
+                      prompt_spec=make_spec(kind="ept", rank=7, length=1, init="uniform", pieces=2))
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -316,8 +316,8 @@ def test_bad_sizes_are_refused_before_training(fixture_frozen, tmp_path):
     ("runs/resprompt.gin", dict(kind="resprompt", length=10, hidden=400, resprompt_separate=False)),
 ])
 def test_run_files_carry_the_papers_defaults(run, expected):
-    from xprompt_jax import gin_configurables as configured
-    from xprompt_jax.gin_flags import parse_gin
+    from xprompt_jax.cli import gin_configurables as configured
+    from xprompt_jax.cli.gin_flags import parse_gin
     gin.clear_config()
     try:
         parse_gin(["models/t5_1_1.gin", "sizes/base.gin", run], ["MODEL_DIR = '/tmp/x'"])
@@ -337,9 +337,9 @@ def test_run_files_carry_the_papers_defaults(run, expected):
 
 
 def test_run_config_holds_only_the_fields_a_kind_reads():
-    plain = PromptSpec(length=4)
+    plain = make_spec(length=4)
     assert set(plain.to_dict()) == {"length", "init", "init_scale", "population_size", "init_file", "pieces",
                                     "combine"}   # as before reparameterised kinds: older runs still resume
     for spec in [plain, *SPECS.values()]:
-        assert PromptSpec(**spec.to_dict()) == spec
+        assert make_spec(**spec.to_dict()) == spec
     assert {"kind", "rank"} <= set(SPECS["ept"].to_dict()) and "hidden" not in SPECS["ept"].to_dict()

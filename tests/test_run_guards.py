@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+from xprompt_jax.cli.gin_checks import check_macro_bindings
+from xprompt_jax.cli.gin_flags import GIN_DIR
 from xprompt_jax.errors import ConfigError
-from xprompt_jax.gin_checks import check_macro_bindings
-from xprompt_jax.gin_flags import GIN_DIR
 from xprompt_jax.run.lock import LOCK_FILE, RunLock, prepare_model_dir
 from xprompt_jax.run.preemption import PreemptionWatcher
 

@@ -14,7 +14,7 @@ from helpers import train as flat_train
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import t5_config
 from xprompt_jax.optimizers import LearningRate
-from xprompt_jax.prompted import PromptSpec
+from xprompt_jax.prompts.kinds import make_spec
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def _train(data, model_dir, **overrides):
     kwargs = dict(model_dir=str(model_dir), checkpoint=data["checkpoint"], train_cache=data["train"],
                   eval_cache=data["eval"], batch_size=8, train_steps=6, eval_period=3, checkpoint_period=3,
                   log_period=2, mesh_data=1, model_config=t5_config("t5_1_1_prompt_tuning_test"),
-                  prompt_spec=PromptSpec(length=4, pieces=2))
+                  prompt_spec=make_spec(length=4, pieces=2))
     kwargs.update(overrides)
     return flat_train(**kwargs)
 
@@ -55,7 +55,7 @@ def test_run_folder_holds_checkpoints_best_metrics_summaries_and_exports(data, t
 def test_restart_with_another_config_is_refused_before_training(data, tmp_path):
     _train(data, tmp_path / "run", train_steps=3)
     with pytest.raises(ConfigError, match=r"different settings \(prompt.length: 4 -> 6\)"):
-        _train(data, tmp_path / "run", prompt_spec=PromptSpec(length=6, pieces=2))
+        _train(data, tmp_path / "run", prompt_spec=make_spec(length=6, pieces=2))
     # Everything else that defines the run, too (issue 15): data, batch, learning rate, optimiser.
     other_data = write_label_task(tmp_path / "other", shared_path("fixtures", "t5_sentencepiece.model"), n=16)
     from xprompt_jax.optimizers import Optimizer
@@ -106,10 +106,10 @@ def test_killed_run_resumes_to_the_uninterrupted_prompt(data, tmp_path):
 
 def test_cli_errors_are_one_line(tmp_path, data):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    missing = subprocess.run([sys.executable, "-m", "xprompt_jax.main", "train", "--gin_file=runs/prompt_tune.gin"],
+    missing = subprocess.run([sys.executable, "-m", "xprompt_jax.cli", "train", "--gin_file=runs/prompt_tune.gin"],
                              env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "MODEL_DIR" in missing.stderr
-    unknown = subprocess.run([sys.executable, "-m", "xprompt_jax.main", "train", "--gin_file=runs/prompt_tune.gin",
+    unknown = subprocess.run([sys.executable, "-m", "xprompt_jax.cli", "train", "--gin_file=runs/prompt_tune.gin",
                               "--gin.NOT_A_MACRO_OR_NAME.x=1"], env=env, capture_output=True, text=True)
     assert unknown.returncode == 2 and "NOT_A_MACRO_OR_NAME" in unknown.stderr
 
@@ -125,7 +125,7 @@ def test_superglue_rte_from_the_official_files_end_to_end(data, tmp_path):
         model_dir=str(tmp_path / "rte"), checkpoint=data["checkpoint"], task="taskless_super_glue_rte_v102",
         train_split="train_k16", eval_split="validation", data_cache_dir=str(tmp_path / "cache"),
         input_length=64, target_length=4, batch_size=8, train_steps=2, eval_period=2, checkpoint_period=2,
-        model_config=t5_config("t5_1_1_prompt_tuning_test"), prompt_spec=PromptSpec(length=3, pieces=2))
+        model_config=t5_config("t5_1_1_prompt_tuning_test"), prompt_spec=make_spec(length=3, pieces=2))
     lines = [json.loads(l) for l in open(tmp_path / "rte" / "eval_metrics.jsonl")]
     assert set(lines[-1]) == {"step", "accuracy"} and 0 <= lines[-1]["accuracy"] <= 100
     meta = json.load(open(tmp_path / "cache" / "taskless_super_glue_rte_v102" / "validation-64-4" / "meta.json"))
@@ -157,10 +157,11 @@ def test_a_training_run_imports_no_tensorflow(data, tmp_path):
         "from xprompt_jax.run.config import DataConfig, FrozenModel, ScheduleConfig\n"
         "from xprompt_jax.models.config import t5_config\n"
         "from xprompt_jax.prompted import PromptSpec\n"
+        
         f"train({str(tmp_path / 'run')!r}, model=FrozenModel({data['checkpoint']!r}, t5_config('t5_1_1_prompt_tuning_test')),\n"
         f"    data=DataConfig(train_cache={data['train']!r}, eval_cache={data['eval']!r}, batch_size=8),\n"
         "    schedule=ScheduleConfig(train_steps=2, eval_period=2, checkpoint_period=2),\n"
-        "    prompt_spec=PromptSpec(length=2, pieces=2))\n"
+        "    prompt_spec=make_spec(length=2, pieces=2))\n"
         "bad = [m for m in ('tensorflow', 'seqio', 'tensorflow_datasets') if m in sys.modules]\n"
         "assert not bad, bad\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -5,12 +5,12 @@ import pytest
 from flax import traverse_util
 from helpers import random_batch
 
-from xprompt_jax import partitioning, train_step
+from xprompt_jax import assembly, partitioning, train_step
 from xprompt_jax.errors import ConfigError
-from xprompt_jax.models.t5 import logical_axes
 from xprompt_jax.optimizers import make_optimizer
-from xprompt_jax.prompted import PromptSpec, build_prompted_t5
+from xprompt_jax.prompted import build_prompted_t5
 from xprompt_jax.prompts import masks as mask_lib
+from xprompt_jax.prompts.kinds import make_spec
 
 
 def _run(model, config, frozen, mesh_shape, steps=3, masks=None, accumulation=1, batches=None, lr=0.3):
@@ -18,9 +18,8 @@ def _run(model, config, frozen, mesh_shape, steps=3, masks=None, accumulation=1,
     mesh = partitioning.make_mesh(*mesh_shape, devices=devices)
     opt = make_optimizer("adafactor", learning_rate=lr)
     state = train_step.create_state(model, opt, jax.random.PRNGKey(0), masks=masks)
-    sh = train_step.make_shardings(model, opt, jax.eval_shape(lambda: state), mesh, logical_axes(config))
-    step = train_step.jit_train_step(train_step.make_train_step(model, opt, accumulation_steps=accumulation), sh,
-                                   donate=False)
+    step = assembly.compile_step(model, opt, state, mesh, accumulation_steps=accumulation, donate=False)
+    sh = step.shardings
     state = jax.device_put(state, sh.state)
     frozen_dev = jax.device_put(frozen, sh.frozen)
     history = []
@@ -95,6 +94,6 @@ def test_mesh_errors_are_clear():
 def test_prompt_longer_than_inputs_is_refused(fixture_model):
     config, frozen, _ = fixture_model
     with pytest.raises(ConfigError, match="longer than the encoder input length"):
-        build_prompted_t5(config, PromptSpec(length=20, pieces=2), frozen, input_length=10)
+        build_prompted_t5(config, make_spec(length=20, pieces=2), frozen, input_length=10)
     with pytest.raises(ConfigError, match="k=3 must divide"):
-        build_prompted_t5(config, PromptSpec(length=2, pieces=3), frozen)
+        build_prompted_t5(config, make_spec(length=2, pieces=3), frozen)

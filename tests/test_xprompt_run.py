@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from helpers import shared_path, write_label_task
 
-from xprompt_jax import gin_configurables as configured
+from xprompt_jax.cli import gin_configurables as configured
+from xprompt_jax.cli.gin_flags import parse_gin
 from xprompt_jax.errors import ConfigError
-from xprompt_jax.gin_flags import parse_gin
 from xprompt_jax.prompts.masks import surviving_parameters
 from xprompt_jax.xprompt import pruning
 

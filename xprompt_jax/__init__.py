@@ -2,7 +2,7 @@
 
 Entry points: ``xprompt_jax.t5_import.load_t5_checkpoint`` (read any T5 checkpoint),
 ``xprompt_jax.models.t5.T5`` (the network), ``xprompt_jax.models.decoding`` (scoring, greedy decoding)
-and the ``xprompt-jax`` command (``xprompt_jax.main``).
+and the ``xprompt-jax`` command (``xprompt_jax.cli.main``).
 """
 
 __version__ = "0.1.0"

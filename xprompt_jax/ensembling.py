@@ -4,7 +4,7 @@ All N prompts run in ONE batch on the one frozen model: a batch of B examples be
 example-major (row ``b * N + k`` is example b under prompt k), so the frozen weights are read once
 per batch whatever N is — the point of ensembling prompts rather than models. Each prompt's
 prediction (rank classification's best label, or greedy decoding's text) then gets one vote; ties go
-to the prediction of the earliest prompt among the tied ones.
+to the prediction of the earliest prompt among the tied ones. The command is ``commands/ensemble.py``.
 
     xprompt-jax ensemble --gin_file=models/t5_1_1.gin --gin_file=sizes/base.gin --gin_file=runs/ensemble.gin \
         --gin.PROMPT_SOURCES="['/tmp/pt_a', '/tmp/pt_b', '/tmp/pt_c/export/prompt.npy']" \
@@ -16,44 +16,20 @@ prompts must all have the same length and width (checked before the model or dat
 from __future__ import annotations
 
 import collections
-import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xprompt_jax import export
 from xprompt_jax.errors import ConfigError
-from xprompt_jax.logs import is_main_process
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.decoding import greedy_decode_encoded
 from xprompt_jax.models.t5 import T5
-from xprompt_jax.prompted import PromptedT5
-from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel
-from xprompt_jax.run.data import buckets_for, open_eval_split
+from xprompt_jax.prompted import PromptedT5, check_prompt_fits
 from xprompt_jax.run.evaluator import Evaluator, in_example_order, rank_scores
-from xprompt_jax.run.frozen_model import load_frozen, model_config_for
-
-logger = logging.getLogger(__name__)
 
 PROMPTS = "prompts"
-
-
-def load_prompts(sources: Sequence[str]) -> Tuple[np.ndarray, List[str]]:
-    """(N, m, e) float32 prompts and the files they came from; prompts of different shapes are refused."""
-    if isinstance(sources, (str, bytes)) or not isinstance(sources, (list, tuple)):
-        raise ConfigError(f"the ensemble's prompt sources must be a list of files or run folders "
-                          f"(PROMPT_SOURCES=['/a', '/b']), got {sources!r}")
-    if not sources:
-        raise ConfigError("the ensemble has no prompts: PROMPT_SOURCES is empty")
-    loaded = [export.load_prompt_source(str(s)) for s in sources]
-    shapes = {tuple(values.shape) for values, _ in loaded}
-    if len(shapes) > 1:
-        detail = "; ".join(f"{where}: {values.shape[0]} tokens x {values.shape[1]} wide" for values, where in loaded)
-        raise ConfigError(f"the ensemble's prompts differ in length or width ({detail}); an ensemble runs its "
-                          "prompts side by side in one batch, so they must all be the same shape")
-    return np.stack([np.asarray(values, np.float32) for values, _ in loaded]), [where for _, where in loaded]
 
 
 def majority_vote(predictions: Sequence[Sequence[Any]]) -> List[Any]:
@@ -78,9 +54,7 @@ class PromptEnsemble(PromptedT5):
         prompts = np.asarray(prompts, np.float32)
         if prompts.ndim != 3:
             raise ConfigError(f"an ensemble takes (N, length, width) prompts, got shape {prompts.shape}")
-        if prompts.shape[2] != config.emb_dim:
-            raise ConfigError(f"the ensemble's prompts are {prompts.shape[2]} wide but the model is "
-                              f"{config.emb_dim} wide")
+        check_prompt_fits(prompts.shape[1], prompts.shape[2], config, where="the ensemble's prompts")
         self.prompts = prompts
         self.num_prompts, self.length = int(prompts.shape[0]), int(prompts.shape[1])
 
@@ -151,44 +125,3 @@ class EnsembleEvaluator(Evaluator):
         individual = [self.info.score([row[k] for row in per_prompt], examples)
                       for k in range(self.model.num_prompts)]
         return {"ensemble": self.info.score(majority_vote(per_prompt), examples), "prompts": individual}
-
-
-def ensemble(prompt_sources: Sequence[str],
-             data: DataConfig = DataConfig(),
-             model: FrozenModel = FrozenModel(),
-             evaluation: EvalConfig = EvalConfig(),
-             combine: str = "prefix",
-             output_file: Optional[str] = None) -> Dict[str, Any]:
-    """Score the majority vote of N saved prompts (and each prompt alone) on ``data.eval_split``.
-
-    ``data.batch_size`` counts examples: each batch runs ``batch_size x N`` rows. ``output_file``: write
-    the result as JSON there too.
-    """
-    from xprompt_jax.run.config import require_string
-    if not isinstance(prompt_sources, (list, tuple, str)):  # an unset %gin.REQUIRED macro arrives as a sentinel
-        require_string("PROMPT_SOURCES", None, "ensemble.prompt_sources")
-    prompts, sources = load_prompts(prompt_sources)  # bad prompts fail before anything is loaded
-    model_config = model_config_for(model)
-    if model_config is not None and prompts.shape[2] != model_config.emb_dim:
-        raise ConfigError(f"the ensemble's prompts are {prompts.shape[2]} wide but the model is "
-                          f"{model_config.emb_dim} wide")
-    split, vocabulary = open_eval_split(data)
-    cached_length = split.features["encoder_input_tokens"].shape[1]
-    if prompts.shape[1] > cached_length:
-        raise ConfigError(f"the prompts ({prompts.shape[1]} tokens) are longer than the encoder input length "
-                          f"({cached_length})")
-    config, frozen = load_frozen(model, data.seed)
-    ensembled = PromptEnsemble(config, prompts, combine)
-    trainable, _ = ensembled.init()
-    batch_size = evaluation.batch_size or data.batch_size
-    logger.info(f"[ensemble] {ensembled.num_prompts} prompts of {ensembled.length}x{config.emb_dim} on "
-                f"{split.meta.get('task')}:{split.meta.get('split')}, {batch_size}x{ensembled.num_prompts} rows a batch")
-    result = EnsembleEvaluator(ensembled, split, vocabulary, batch_size, evaluation.mode,
-                               buckets=buckets_for(data, split)).evaluate(trainable, frozen)
-    result["sources"] = sources
-    for source, metrics in zip(sources, result["prompts"]):
-        logger.info(f"[ensemble]   {source}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
-    logger.info("[ensemble] majority vote: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ensemble"].items()))
-    if output_file and is_main_process():
-        export.save_json(output_file, result)
-    return result

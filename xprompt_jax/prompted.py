@@ -2,8 +2,8 @@
 
 Three separate pytrees go in: ``trainable`` (``{'prompt': ...}`` — the prompt module's parameters),
 ``frozen`` (the T5 parameters, never differentiated) and ``masks`` (the token and piece masks XPrompt
-prunes). A prompt spec (``PromptSpec(kind=..., ...)``, one class per kind in ``prompts/kinds/``; gin:
-``PromptSpec.length`` etc.) says which prompt, how it starts and where it goes; ``build_prompted_t5``
+prunes). A prompt spec (a ``PromptSpecBase`` made by ``make_spec(kind=..., ...)``, one class per kind in
+``prompts/kinds/``; gin: ``PromptSpec.length`` etc.) says which prompt, how it starts and where it goes; ``build_prompted_t5``
 turns it into a ``PromptedT5`` for a model config and its frozen weights.
 """
 from __future__ import annotations
@@ -27,9 +27,8 @@ PROMPT = "prompt"
 T5_WEIGHTS = "t5"
 # A trainable-tree entry holding an already materialised m x e prompt (see PromptedT5.for_evaluation).
 MATERIALIZED = "materialized_prompt"
-# ``PromptSpec(kind=..., **fields)``: the spec class of that kind (prompts/kinds/), as gin's
-# ``xprompt_jax.PromptSpec`` builds it.
-PromptSpec = make_spec
+__all__ = ["PROMPT", "T5_WEIGHTS", "MATERIALIZED", "PromptedT5", "PromptSpecBase", "build_prompted_t5",
+           "check_prompt_fits", "make_spec"]  # make_spec(kind=..., **fields): gin's ``xprompt_jax.PromptSpec``
 
 
 def make_initializer(spec: PromptSpecBase, embedding, label_token_ids: Optional[Sequence[Sequence[int]]] = None):
@@ -80,6 +79,17 @@ class PromptedT5:
         boxed = jax.eval_shape(lambda: self.prompt_module.init(jax.random.PRNGKey(0)))
         return {PROMPT: nn.get_partition_spec(boxed)["params"]}
 
+    def update_mask(self, trainable, masks):
+        """1/0 per trainable scalar (None: unmasked): which entries may change under ``masks``.
+
+        The prompt module decides (``parameter_masks``): a plain prompt masks its matrix; a
+        reparameterised one (EPT, P-Tuning) is masked at its output, so its parameters keep updating.
+        """
+        unmasked = jax.tree.map(lambda _: None, trainable)
+        if not masks or self.prompt_module is None or PROMPT not in trainable:
+            return unmasked
+        return {**unmasked, PROMPT: self.prompt_module.parameter_masks(trainable[PROMPT], masks)}
+
     def t5_params(self, trainable, frozen):
         """The T5 weights in use: frozen ones, unless the run trains them (full fine-tuning)."""
         return trainable.get(T5_WEIGHTS, frozen)
@@ -128,13 +138,23 @@ class PromptedT5:
         return self.decode(trainable, frozen, encoded, mask, batch["decoder_input_tokens"], deterministic, rngs)
 
 
+def check_prompt_fits(length: int, width: Optional[int], config: Optional[T5Config],
+                      input_length: Optional[int] = None, where: str = "the prompt (PromptSpec.length)") -> None:
+    """The one check that a prompt fits a model: its width is the model's and it is not longer than the
+    encoder input. ``width``/``config``/``input_length`` None: that part is not known yet (skipped)."""
+    if width is not None and config is not None and width != config.emb_dim:
+        raise ConfigError(f"{where} is {width} wide but the model is {config.emb_dim} wide; use a prompt "
+                          "trained on this model (or the model it was trained on)")
+    if input_length is not None and length > input_length:
+        raise ConfigError(f"{where} ({length} tokens) is longer than the encoder input length ({input_length}); "
+                          "shorten the prompt or raise the input length")
+
+
 def build_prompted_t5(config: T5Config, spec: PromptSpecBase, frozen_params,
                       label_token_ids: Optional[Sequence[Sequence[int]]] = None,
                       input_length: Optional[int] = None) -> PromptedT5:
     """Check ``spec`` against the model and bind its initialiser to the frozen embedding table."""
-    if input_length is not None and spec.length > input_length:
-        raise ConfigError(f"the prompt ({spec.length} tokens, PromptSpec.length) is longer than the encoder "
-                          f"input length ({input_length}); shorten the prompt or raise the input length")
+    check_prompt_fits(spec.length, None, config, input_length)
     embedding = frozen_params["token_embedder"]["embedding"]
     init_fn = make_initializer(spec, embedding, label_token_ids)
     module = make_prompt_module(spec, config.emb_dim, init_fn)

@@ -22,7 +22,6 @@ from flax import struct
 from xprompt_jax import diagnostics, losses, partitioning
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.prompted import PROMPT, T5_WEIGHTS, PromptedT5
-from xprompt_jax.prompts import masks as mask_lib
 
 BATCH_KEYS = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights")
 
@@ -42,32 +41,14 @@ def create_state(model: PromptedT5, optimizer: optax.GradientTransformation, rng
     fresh_trainable, fresh_masks = model.init(init_rng)
     trainable = fresh_trainable if trainable is None else trainable
     masks = fresh_masks if masks is None else masks
-    trainable = zero_masked(trainable, masks)
+    trainable = zero_masked(model, trainable, masks)
     return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable, opt_state=optimizer.init(trainable),
                       masks=masks, rng=state_rng)
 
 
-def update_mask(trainable, masks):
-    """1/0 per trainable scalar: which entries may change. Only a direct prompt matrix is masked.
-
-    A reparameterised prompt (EPT, P-Tuning) is masked at its output instead, which the forward pass
-    already does; its parameters keep updating.
-    """
-    if not masks:
-        return jax.tree.map(lambda _: None, trainable)
-
-    def leaf_mask(path, leaf):
-        names = [getattr(k, "key", None) for k in path]
-        if names[:1] == [PROMPT] and names[-1:] == ["prompt"] and leaf.ndim == 2:
-            return mask_lib.dense_mask(masks[mask_lib.TOKEN_MASK], masks[mask_lib.PIECE_MASK],
-                                       leaf.shape[-1]).astype(leaf.dtype)
-        return None
-    return jax.tree_util.tree_map_with_path(leaf_mask, trainable)
-
-
-def zero_masked(trainable, masks):
+def zero_masked(model: PromptedT5, trainable, masks):
     """Pruned prompt entries set to exactly zero (they then stay zero: they get no update)."""
-    mask = update_mask(trainable, masks)
+    mask = model.update_mask(trainable, masks)
     return jax.tree.map(lambda p, m: p if m is None else p * m, trainable, mask,
                         is_leaf=lambda x: x is None)
 
@@ -118,7 +99,7 @@ def make_train_step(model: PromptedT5, optimizer: optax.GradientTransformation, 
         denom = jnp.maximum(tokens, 1).astype(jnp.float32)
         grads = jax.tree.map(lambda g: g / denom.astype(g.dtype), grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
-        updates = _apply_update_mask(updates, update_mask(state.trainable, state.masks))
+        updates = _apply_update_mask(updates, model.update_mask(state.trainable, state.masks))
         trainable = optax.apply_updates(state.trainable, updates)
         metrics = {"loss": loss / denom, "token_accuracy": correct / denom,
                    "grad_norm": optax.global_norm(grads)}

@@ -100,10 +100,6 @@ class CachedSplit:
         return dict(self._meta["sequence_length"])
 
     @property
-    def label_names(self) -> Optional[List[str]]:
-        return self._meta.get("label_names")
-
-    @property
     def examples(self) -> List[Dict[str, Any]]:
         """Per-example records (pretokenized text, idx, postprocessor fields), read on first use."""
         if self._examples is None:

@@ -36,8 +36,8 @@ def open_split(task: Optional[str], split: str, cache: Optional[str], data_cache
     if cache is not None:
         return CachedSplit.open(cache)
     if not task:
-        raise ConfigError(f"no data for split {split!r}: set TASK (train.task), or the cache folder itself "
-                          "(train.train_cache / train.eval_cache)")
+        raise ConfigError(f"no data for split {split!r}: set TASK (DataConfig.task), or the cache folder itself "
+                          "(DataConfig.train_cache / DataConfig.eval_cache)")
     data_cache_dir = data_cache_dir or os.environ.get("XPROMPT_DATA_CACHE") or DEFAULT_DATA_CACHE
     cache = os.path.join(data_cache_dir, task, f"{split}-{input_length}-{target_length}")
     lengths = {"inputs": int(input_length), "targets": int(target_length)}
@@ -82,7 +82,7 @@ def _current_cache(task: str, split: str, cache: str, lengths: Dict[str, int]) -
         raise DataError(f"the cache {cache} must be {'written' if reason == 'missing' else 'rewritten'} "
                         f"({reason}), which needs seqio and TensorFlow ({err.name} is not installed): write "
                         "it on a data host with `python -m xprompt_jax.data.write_cache`, or name a cache "
-                        "folder with train.train_cache / train.eval_cache") from None
+                        "folder with DataConfig.train_cache / DataConfig.eval_cache") from None
     except (OSError, ValueError):
         # Another process on this filesystem may have finished the same cache first: read theirs.
         opened, _ = _stale_reason(cache, source_fingerprint(task, split, lengths))

@@ -22,14 +22,11 @@ import numpy as np
 from tasks.fingerprint import source_fingerprint
 from xprompt_jax.data.cache import FEATURES, CachedSplit, write_cached_split
 from xprompt_jax.data.native_noise import filtered_native_stderr
+from xprompt_jax.data.task_info import TASK_MODULES, task_label_names
 from xprompt_jax.errors import ConfigError, DataError
 
 _TEXT_KEYS = ("inputs_pretokenized", "targets_pretokenized")
 _TOKEN_KEYS = ("inputs", "targets")
-
-
-# Modules whose import registers seqio tasks; the cache writer knows every task they define.
-TASK_MODULES = ("tasks.superglue", "tasks.glue", "tasks.demo")
 
 
 def _import_task_modules() -> None:
@@ -39,20 +36,6 @@ def _import_task_modules() -> None:
         except ModuleNotFoundError as err:
             if err.name != module:  # a missing dependency of an existing module is a real error
                 raise
-
-
-def _label_names(task_name: str) -> Optional[List[str]]:
-    """From the task's spec, else from a task module's ``LABEL_NAMES`` (the demo family's), else None."""
-    from tasks.specs import TASK_SPECS
-
-    if task_name in TASK_SPECS:
-        names = TASK_SPECS[task_name].label_names
-        return list(names) if names else None
-    for module in TASK_MODULES:
-        extra = getattr(sys.modules.get(module), "LABEL_NAMES", {})
-        if task_name in extra:
-            return list(extra[task_name])
-    return None
 
 
 def _data_side_tensorflow():
@@ -179,7 +162,7 @@ def _write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mapp
         "task": task_name, "split": split, "sequence_length": lengths,
         "vocabulary": {"path": _absolute_if_local(vocabulary.sentencepiece_model_file),
                        "extra_ids": vocabulary.extra_ids},
-        "label_names": _label_names(task_name), "truncated": truncated,
+        "label_names": task_label_names(task_name), "truncated": truncated,
         "feature_converter": "seqio.EncDecFeatureConverter(pack=False)", "source_fingerprint": fingerprint,
     }
     path = write_cached_split(out_dir, meta=meta, features=features,

@@ -6,7 +6,6 @@ initialiser returns float32: the prompt stays float32 even when the frozen model
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -82,16 +81,6 @@ def from_array(values, source: str = "array") -> Initializer:
                               f"{tuple(shape)} (PromptSpec.length x model emb_dim); use a matching length")
         return jnp.asarray(values)
     return init
-
-
-def from_npy(path: str) -> Initializer:
-    """A prompt saved with ``numpy.save`` (as Lester et al.'s code and ``export`` write them)."""
-    if not os.path.exists(path):
-        raise ConfigError(f"prompt file {path} does not exist (PromptSpec.init_file)")
-    values = np.load(path)
-    if values.ndim != 2:
-        raise ConfigError(f"prompt file {path} holds an array of shape {values.shape}; expected (length, width)")
-    return from_array(values, source=path)
 
 
 def _check_width(embedding, width):

@@ -20,8 +20,8 @@ output, the materialised prompt, is stored and evaluated.
 Linear layers start as PyTorch's ``nn.Linear`` does (U[-1/sqrt(fan_in), 1/sqrt(fan_in)] for kernels
 and biases), since the papers' code is PyTorch; the prompt embeddings start from the run's
 ``PromptSpec.init`` (EPT's paper: uniform [-0.5, 0.5]). ``parameter_count`` gives each method's
-trainable count in closed form. No 2-D parameter is named ``prompt``: the update mask of
-``training.update_mask`` is for a direct prompt matrix only; these are masked at their output.
+trainable count in closed form. Their ``parameter_masks`` is the base class's (no parameter masked):
+XPrompt's masks act on their output, and only a plain ``Prompt`` masks its matrix's updates.
 """
 from __future__ import annotations
 

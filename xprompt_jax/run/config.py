@@ -182,4 +182,41 @@ class MeshConfig:
         check_int(self.model, "MeshConfig.model")
 
 
-TRAINABLE = ("prompt", "model", "prompt+model")
+TRAINS = ("prompt", "model", "prompt+model")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """Every setting of one training run, as the settings objects arrived from gin: what ``train`` takes,
+    what the session reads and what XPrompt's stages share (``dataclasses.replace`` changes one).
+
+    ``trains``: 'prompt' (prompt tuning), 'model' (full fine-tuning, no prompt) or 'prompt+model'.
+    """
+    data: DataConfig = DataConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    evaluation: EvalConfig = EvalConfig()
+    model: FrozenModel = FrozenModel()
+    optimizer: Any = None
+    learning_rate: Any = None
+    prompt_spec: Any = None
+    mesh: MeshConfig = MeshConfig()
+    trains: str = "prompt"
+    dropout: bool = False
+    z_loss: float = 1e-4
+
+    def __post_init__(self):
+        from xprompt_jax.optimizers import LearningRate, Optimizer
+        from xprompt_jax.prompts.kinds import make_spec
+        check_choice(self.trains, "train.trains", TRAINS)
+        self.schedule.check_batch(self.data.batch_size)
+        for name, default in (("optimizer", Optimizer), ("learning_rate", LearningRate), ("prompt_spec", make_spec)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default())
+
+    def identity(self, config: T5Config) -> Dict[str, Any]:
+        """What defines the run: a restart that changes any of these is refused (``RunDir.check_config``)."""
+        return {"model": dataclasses.asdict(config),
+                "prompt": self.prompt_spec.to_dict() if self.trains != "model" else None,
+                "trainable": self.trains, "data": self.data.defines_the_run(),
+                "optimizer": dataclasses.asdict(self.optimizer), "learning_rate": dataclasses.asdict(self.learning_rate),
+                "accumulation_steps": self.schedule.accumulation_steps, "checkpoint": self.model.checkpoint}

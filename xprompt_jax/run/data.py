@@ -17,7 +17,6 @@ import jax.numpy as jnp
 from xprompt_jax import partitioning, train_step
 from xprompt_jax.data.task_cache import open_split, split_vocabulary
 from xprompt_jax.run.config import DataConfig
-from xprompt_jax.run.evaluator import task_info_of_split
 
 
 @dataclasses.dataclass
@@ -63,12 +62,6 @@ def buckets_for(data: DataConfig, split) -> Optional[Tuple[int, ...]]:
     if data.length_buckets is True:
         return tuple(bucket_lengths(width))
     return tuple(b for b in data.length_buckets if b < width) + (width,)
-
-
-def label_token_ids(vocabulary, split) -> Optional[list]:
-    """Token ids of the task's label names (class-label prompt initialisation), or None."""
-    names = task_info_of_split(split).label_names
-    return [vocabulary.encode(n, add_eos=False) for n in names] if names else None
 
 
 def training_batches(split, data: DataConfig, start_step: int,

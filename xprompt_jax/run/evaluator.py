@@ -13,67 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xprompt_jax.data.buckets import restore_order
+from xprompt_jax.data.task_info import task_info_of_split
 from xprompt_jax.distributed import to_host  # outputs sharded over several processes -> numpy on each
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.decoding import greedy_decode_encoded, shift_right, token_log_likelihoods
 from xprompt_jax.prompted import PromptedT5
-
-
-# ------------------------------------------------------------------------------------------------
-# What evaluation needs to know about a split's task
-# ------------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class TaskInfo:
-    """A task's label names (for rank classification) and its scoring (postprocessor + metrics).
-
-    A cache names its task; ``tasks.specs`` (stdlib only) gives that task's label names, postprocessor
-    and metrics. A task it does not know (a user's own seqio task) is scored by exact match of the
-    generated text against ``targets_pretokenized``, ranking over ``meta.json``'s label_names, if any.
-    """
-    name: str
-    label_names: Optional[Tuple[str, ...]]
-    evaluate: Callable[[Sequence[str], Sequence[Mapping]], Dict[str, float]]
-
-    def score(self, predictions: Sequence[str], examples: Sequence[Mapping]) -> Dict[str, float]:
-        return self.evaluate(list(predictions), list(examples))
-
-
-def exact_match(predictions: Sequence[str], examples: Sequence[Mapping]) -> Dict[str, float]:
-    """Accuracy (percent) of generated text equal to the target text (whitespace-stripped)."""
-    if not examples:
-        return {"accuracy": 0.0}
-    hits = sum(str(p).strip() == str(ex["targets_pretokenized"]).strip() for p, ex in zip(predictions, examples))
-    return {"accuracy": 100.0 * hits / len(examples)}
-
-
-def task_info(name: str, meta_label_names: Optional[Sequence[str]] = None) -> TaskInfo:
-    from tasks import specs
-    if name in specs.TASK_SPECS:
-        spec = specs.get_spec(name)
-        return TaskInfo(name, tuple(spec.label_names) if spec.label_names else None, spec.evaluate)
-    return TaskInfo(name, tuple(meta_label_names) if meta_label_names else None, exact_match)
-
-
-def task_info_of_split(split) -> TaskInfo:
-    """The task of a ``CachedSplit`` (its ``meta.json`` names it)."""
-    return task_info(split.meta.get("task", ""), split.meta.get("label_names"))
-
-
-def metric_names(split) -> List[str]:
-    """The metrics a split's evaluation reports, found without running a model (scores no predictions)."""
-    info = task_info_of_split(split)
-    examples = split.examples[:1]
-    guess = [info.label_names[0] if info.label_names else ""] * len(examples)
-    try:
-        return sorted(info.score(guess, examples))
-    except Exception:  # a metric that cannot score a single example: known only at the first evaluation
-        return []
+from xprompt_jax.run.data import eval_batches
 
 
 # ------------------------------------------------------------------------------------------------
@@ -101,8 +53,8 @@ def _jitted(fn, model, *static):
     return jax.jit(lambda *args: fn(model, *args, *static))
 
 
-def in_example_order(batches: Iterable[tuple], predict: Callable[[dict], np.ndarray]) -> List[Any]:
-    """``predict`` on every batch, its valid rows put back in example order.
+def in_example_order(batches: Iterable[tuple], predict: Callable[[dict], np.ndarray]) -> np.ndarray:
+    """``predict`` on every batch, its valid rows put back in example order (``buckets.restore_order``).
 
     ``batches`` yields ``(batch, valid)`` (examples in order) or ``(batch, valid, rows)`` where ``rows``
     are the example indices of the valid rows (any order: length buckets sort by length).
@@ -110,13 +62,12 @@ def in_example_order(batches: Iterable[tuple], predict: Callable[[dict], np.ndar
     values, order, next_row = [], [], 0
     for item in batches:
         batch, valid = item[0], np.asarray(item[1])
-        kept = predict(batch)[valid]
+        kept = np.asarray(predict(batch))[valid]
         rows = np.asarray(item[2]) if len(item) > 2 else np.arange(next_row, next_row + len(kept))
         next_row += len(kept)
-        values.extend(kept)
-        order.extend(int(r) for r in rows)
-    ranked = np.argsort(np.asarray(order, np.int64), kind="stable")
-    return [values[i] for i in ranked]
+        values.append(kept)
+        order.append(rows)
+    return restore_order(values, order)
 
 
 def predict_labels(model, trainable, frozen, masks, batches, label_ids: np.ndarray) -> np.ndarray:
@@ -131,11 +82,6 @@ def predict_labels(model, trainable, frozen, masks, batches, label_ids: np.ndarr
 def predict_tokens(model, trainable, frozen, masks, batches, max_decode_length: int) -> List[np.ndarray]:
     decode = _jitted(greedy_tokens, model, max_decode_length)
     return in_example_order(batches, lambda b: to_host(decode(trainable, frozen, masks, b["encoder_input_tokens"])))
-
-
-def accuracy_of(labels: Sequence, predictions: Sequence) -> float:
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    return float((labels == predictions).mean() * 100.0) if len(labels) else 0.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,7 +113,6 @@ class Evaluator:
         self.max_decode_length = self.max_decode_length or self.split.features["decoder_target_tokens"].shape[1]
 
     def batches(self):
-        from xprompt_jax.run.data import eval_batches
         return eval_batches(self.split, self.batch_size, self.mesh, self.buckets)
 
     def predictions_text(self, trainable, frozen, masks) -> list:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import jax
 import numpy as np
@@ -29,15 +29,15 @@ import numpy as np
 from xprompt_jax import export
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.logs import is_main_process
-from xprompt_jax.models.config import T5Config
 from xprompt_jax.optimizers import LearningRate, Optimizer
-from xprompt_jax.prompted import T5_WEIGHTS, PromptSpec
+from xprompt_jax.prompted import T5_WEIGHTS
+from xprompt_jax.prompts.kinds import PromptSpecBase
 from xprompt_jax.run import data as run_data
-from xprompt_jax.run.config import TRAINABLE, DataConfig, EvalConfig, FrozenModel, MeshConfig, ScheduleConfig
+from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel, MeshConfig, RunSettings, ScheduleConfig
 from xprompt_jax.run.lock import RunLock, prepare_model_dir
 from xprompt_jax.run.preemption import PreemptionWatcher, RunPreempted
 from xprompt_jax.run.run_dir import check_model_dir
-from xprompt_jax.run.session import Session, build_session
+from xprompt_jax.run.session import Session, Start, build_session
 from xprompt_jax.run.trackers import BestTracker, EarlyStopping
 
 logger = logging.getLogger(__name__)
@@ -54,37 +54,38 @@ def train(model_dir: str,
           model: FrozenModel = FrozenModel(),
           optimizer: Optimizer = Optimizer(),
           learning_rate: LearningRate = LearningRate(),
-          prompt_spec: Optional[PromptSpec] = None,
+          prompt_spec: Optional[PromptSpecBase] = None,
           mesh: MeshConfig = MeshConfig(),
-          trainable: str = "prompt",
+          trains: str = "prompt",
           dropout: bool = False,
           z_loss: float = 1e-4,
-          export_peft: bool = True,
-          frozen_model: Optional[Tuple[T5Config, Any]] = None,
-          initial_trainable=None,
-          initial_masks=None) -> Dict[str, Any]:
+          export_peft: bool = True) -> Dict[str, Any]:
     """Train a prompt on a frozen T5; returns the final and best metrics. Defaults are Lester et al.'s.
 
-    ``trainable``: 'prompt' (prompt tuning), 'model' (full fine-tuning, no prompt: every T5 weight
+    ``trains``: 'prompt' (prompt tuning), 'model' (full fine-tuning, no prompt: every T5 weight
     trains, optimiser state sharded like the weights; also how the demo's model is pre-trained) or
-    'prompt+model'. XPrompt's stages pass the frozen model once loaded (``frozen_model``: config,
-    params) and the rewound prompt and its fixed masks (``initial_trainable``, ``initial_masks``).
-    SIGTERM saves a checkpoint at the current step and raises ``RunPreempted``.
+    'prompt+model'. SIGTERM saves a checkpoint at the current step and raises ``RunPreempted``.
     """
     check_model_dir(model_dir)
-    if trainable not in TRAINABLE:
-        raise ConfigError(f"train.trainable must be one of {list(TRAINABLE)}, got {trainable!r}")
-    schedule.check_batch(data.batch_size)
+    settings = RunSettings(data=data, schedule=schedule, evaluation=evaluation, model=model, optimizer=optimizer,
+                           learning_rate=learning_rate, prompt_spec=prompt_spec, mesh=mesh, trains=trains,
+                           dropout=dropout, z_loss=z_loss)
+    return run_training(model_dir, settings, export_peft=export_peft)
+
+
+def run_training(model_dir: str, settings: RunSettings, start: Optional[Start] = None, export_peft: bool = True
+                 ) -> Dict[str, Any]:
+    """``train`` on settings already gathered; XPrompt's stages call it with a ``Start`` (the frozen model
+    once loaded, the rewound prompt and its fixed masks)."""
+    check_model_dir(model_dir)
     prepare_model_dir(model_dir)
     with contextlib.ExitStack() as stack:
         if is_main_process():
             stack.enter_context(RunLock(model_dir))
         watcher = stack.enter_context(PreemptionWatcher())
-        session = build_session(model_dir, data, evaluation, model, optimizer, learning_rate,
-                                prompt_spec or PromptSpec(), mesh, trainable, frozen_model, initial_trainable,
-                                initial_masks, dropout, z_loss, schedule)
+        session = build_session(model_dir, settings, start or Start())
         try:
-            step = _run_steps(session, schedule, watcher)
+            step = _run_steps(session, settings.schedule, watcher)
             return _finish(session, step, export_peft)
         finally:
             session.close()
@@ -98,9 +99,9 @@ def _run_steps(s: Session, schedule: ScheduleConfig, watcher: PreemptionWatcher)
     stopping = EarlyStopping(schedule.early_stopping_patience, s.evaluation.metric, history)
     step, pending = s.start_step, None
     stopped = s.run_dir.stopped_early_at() == s.start_step
-    batches = run_data.training_batches(s.data.train, s.data_config, s.start_step, s.buckets)
+    batches = run_data.training_batches(s.splits.train, s.data, s.start_step, s.buckets)
     while step < schedule.train_steps and not stopped:
-        s.state, metrics = s.step_fn(s.state, s.frozen, run_data.device_batch(next(batches), s.mesh))
+        s.state, metrics = s.compiled(s.state, s.frozen, run_data.device_batch(next(batches), s.mesh))
         _check_finite(pending, step, s)  # the previous step's flag: read without stalling the pipeline
         pending, step = metrics["finite"], step + 1
         due_log = step % schedule.log_period == 0 or step == schedule.train_steps or step == s.start_step + 1
@@ -159,7 +160,8 @@ def _finish(s: Session, step: int, export_peft: bool) -> Dict[str, Any]:
         if is_main_process():
             export.save_npy(f"{s.run_dir.export_dir}/{export.PROMPT_FILE}", prompt_values)
             if export_peft:
-                export.save_peft_adapter(f"{s.run_dir.export_dir}/peft_adapter", prompt_values, s.checkpoint, s.config)
+                export.save_peft_adapter(f"{s.run_dir.export_dir}/peft_adapter", prompt_values,
+                                          s.settings.model.checkpoint, s.config)
     if T5_WEIGHTS in final_trainable:
         export.save_t5_checkpoint(f"{s.run_dir.export_dir}/model", final_trainable[T5_WEIGHTS])
     logger.info(f"[train] done: step {step} in {result['seconds']:.0f}s; exported to {s.run_dir.export_dir}")

@@ -44,6 +44,38 @@ def _differences(section: str, old, new) -> List[str]:
     return [f"{section}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(keys) if old.get(k) != new.get(k)]
 
 
+def read_json_file(path: str, what: str):
+    """A JSON file the project wrote, or None when absent; an unreadable one is one line naming it."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} ({what}) is damaged ({err.__class__.__name__}: {err}); it is written whole "
+                          "or not at all, so it was changed outside the run: restore it, or delete it to "
+                          "record the current settings again") from None
+
+
+def record_or_refuse(path: str, settings: Dict[str, Any], what: str) -> None:
+    """Record the settings that define a run's outputs in ``path``, or refuse a re-run with other ones.
+
+    Top-level entries present in both are compared (sections in ``WHOLE_SECTIONS`` whole, other dicts key
+    by key, so a file written before an entry gained a field still resumes); the error names each field.
+    """
+    new = json.loads(json.dumps(settings))
+    previous = read_json_file(path, what)
+    if previous is None:
+        if is_main_process():
+            export.save_json(path, new)
+        return
+    diffs = [d for section in new if section in previous for d in _differences(section, previous[section], new[section])]
+    if diffs:
+        folder = os.path.dirname(path)
+        raise ConfigError(f"MODEL_DIR {folder} holds {what} with different settings ({'; '.join(diffs)}); use a new "
+                          "MODEL_DIR to start afresh, or restore the original settings to resume it")
+
+
 class RunDir:
     """``MODEL_DIR``'s bookkeeping: the run's config, its metrics log and the early-stop marker."""
 
@@ -53,20 +85,9 @@ class RunDir:
         self.export_dir = os.path.join(model_dir, export.EXPORT_DIR)
 
     # -- run_config.json --------------------------------------------------------------------------
-    def check_config(self, run_config: Dict[str, Any]) -> None:
+    def check_config(self, identity: Dict[str, Any]) -> None:
         """Write ``run_config.json``, or refuse to continue a run written with different settings."""
-        path = os.path.join(self.path, RUN_CONFIG)
-        new = json.loads(json.dumps(run_config))
-        if os.path.exists(path):
-            with open(path) as f:
-                previous = json.load(f)
-            diffs = [d for section in new if section in previous
-                     for d in _differences(section, previous[section], new[section])]
-            if diffs:
-                raise ConfigError(f"MODEL_DIR {self.path} holds a run with different settings ({'; '.join(diffs)}); "
-                                  "use a new MODEL_DIR to start afresh, or restore the original settings to resume it")
-        elif is_main_process():
-            export.save_json(path, new)
+        record_or_refuse(os.path.join(self.path, RUN_CONFIG), identity, "a run")
 
     # -- eval_metrics.jsonl -----------------------------------------------------------------------
     def history(self) -> List[dict]:

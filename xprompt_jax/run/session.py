@@ -1,9 +1,9 @@
-"""Everything one ``train()`` call works with, built in order, cheapest checks first.
+"""Everything one training run works with, built in order, cheapest checks first.
 
 Data first (a bad task, cache or metric fails before a model is loaded), then the frozen model, the
 prompted model, the optimiser, the run config check, the mesh and shardings, the state (restored when
-the folder holds a checkpoint), the jitted step and the evaluator. The loop (``run/loop.py``) then only
-steps, evaluates and saves.
+the folder holds a checkpoint), the compiled step and the evaluator, each from the assembly point
+(``xprompt_jax/assembly.py``). The loop (``run/loop.py``) then only steps, evaluates and saves.
 """
 from __future__ import annotations
 
@@ -15,37 +15,41 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from xprompt_jax import partitioning, train_step
+from xprompt_jax import assembly, train_step
+from xprompt_jax.data.task_info import metric_names
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import T5Config
-from xprompt_jax.models.t5 import logical_axes
-from xprompt_jax.optimizers import LearningRate, Optimizer
 from xprompt_jax.progress import Progress
-from xprompt_jax.prompted import T5_WEIGHTS, PromptedT5, PromptSpec, build_prompted_t5
+from xprompt_jax.prompted import T5_WEIGHTS, PromptedT5
 from xprompt_jax.run import data as run_data
 from xprompt_jax.run.checkpoints import BestCheckpoint, RunCheckpoints
-from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel, MeshConfig, ScheduleConfig
-from xprompt_jax.run.evaluator import Evaluator, metric_names
-from xprompt_jax.run.frozen_model import check_vocabulary, load_frozen
+from xprompt_jax.run.config import DataConfig, EvalConfig, RunSettings
+from xprompt_jax.run.evaluator import Evaluator
+from xprompt_jax.run.frozen_model import check_vocabulary
 from xprompt_jax.run.run_dir import RunDir, Summaries
 
 logger = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """Where a run starts when not from scratch (XPrompt's stages): the frozen model already loaded
+    (``(config, params)``), and a rewound prompt with its fixed masks."""
+    frozen_model: Optional[Tuple[T5Config, Any]] = None
+    trainable: Any = None
+    masks: Any = None
+
+
 @dataclasses.dataclass
 class Session:
     run_dir: RunDir
-    data_config: DataConfig
-    evaluation: EvalConfig
-    data: run_data.RunData
+    settings: RunSettings
+    splits: run_data.RunData
     config: T5Config
-    checkpoint: Optional[str]
     model: PromptedT5
     frozen: Any
     state: Any
-    mesh: Any
-    step_fn: Any
-    lr_fn: Any
+    compiled: assembly.CompiledStep
     evaluator: Optional[Evaluator]
     checkpoints: RunCheckpoints
     best: BestCheckpoint
@@ -58,9 +62,21 @@ class Session:
     last_eval: Optional[Dict[str, float]] = None
     train_losses: List[Tuple[int, float]] = dataclasses.field(default_factory=list)
 
+    @property
+    def data(self) -> DataConfig:
+        return self.settings.data
+
+    @property
+    def evaluation(self) -> EvalConfig:
+        return self.settings.evaluation
+
+    @property
+    def mesh(self):
+        return self.compiled.mesh
+
     def data_position(self, step: int) -> dict:
         """What a restart needs to see the same batches from ``step`` on."""
-        return {"step": step, "seed": self.data_config.seed, "batch_size": self.data_config.batch_size}
+        return {"step": step, "seed": self.data.seed, "batch_size": self.data.batch_size}
 
     def log_train(self, step: int, metrics) -> None:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -87,15 +103,6 @@ class Session:
         self.best.close()
 
 
-def run_config(config: T5Config, spec: PromptSpec, trainable: str, data: DataConfig, optimizer: Optimizer,
-               learning_rate: LearningRate, schedule: ScheduleConfig, checkpoint: Optional[str]) -> dict:
-    """What defines the run: a restart that changes any of these is refused (``RunDir.check_config``)."""
-    return {"model": dataclasses.asdict(config), "prompt": spec.to_dict() if trainable != "model" else None,
-            "trainable": trainable, "data": data.defines_the_run(), "optimizer": dataclasses.asdict(optimizer),
-            "learning_rate": dataclasses.asdict(learning_rate),
-            "accumulation_steps": schedule.accumulation_steps, "checkpoint": checkpoint}
-
-
 def _check_metric(evaluation: EvalConfig, split) -> None:
     """A metric the task does not report is refused before training, not at the first evaluation."""
     names = metric_names(split)
@@ -104,26 +111,20 @@ def _check_metric(evaluation: EvalConfig, split) -> None:
                           f"metrics {names}")
 
 
-def _prompted_model(config, spec, frozen, trainable, data: run_data.RunData) -> PromptedT5:
-    if trainable == "model":
-        return PromptedT5(config, None)
-    return build_prompted_t5(config, spec, frozen, run_data.label_token_ids(data.vocabulary, data.train),
-                             input_length=data.cached_input_length)
-
-
-def _initial_state(model, optimizer, frozen, trainable, seed, initial_trainable, initial_masks):
+def _initial_state(model, optimizer, frozen, trains: str, seed: int, start: Start):
     """The state before any step, and the frozen tree (empty when the T5 weights train)."""
     initial = None
-    if trainable != "prompt":  # the T5 weights move from the frozen tree to the trainable one
+    if trains != "prompt":  # the T5 weights move from the frozen tree to the trainable one
         initial = {**model.init(jax.random.split(jax.random.PRNGKey(seed))[0])[0], T5_WEIGHTS: frozen}
         frozen = {}
-    if initial_trainable is not None:
-        initial = initial_trainable if initial is None else {**initial, **initial_trainable}
-    state = train_step.create_state(model, optimizer, jax.random.PRNGKey(seed), trainable=initial, masks=initial_masks)
+    if start.trainable is not None:
+        initial = start.trainable if initial is None else {**initial, **start.trainable}
+    state = train_step.create_state(model, optimizer, jax.random.PRNGKey(seed), trainable=initial, masks=start.masks)
     return state, frozen
 
 
-def _describe(model, spec, config, state, trainable, mesh, data: DataConfig, num_examples: int) -> int:
+def _describe(model, settings: RunSettings, config, state, mesh, num_examples: int) -> int:
+    spec, data = settings.prompt_spec, settings.data
     n_trainable = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.trainable))
     note = ""
     if state.masks:
@@ -134,53 +135,49 @@ def _describe(model, spec, config, state, trainable, mesh, data: DataConfig, num
     kind = "" if spec.kind == "prompt" else f"{spec.kind} "
     what = f"{kind}prompt {spec.length}x{config.emb_dim} ({spec.init})" if model.prompt_module is not None else "no prompt"
     logger.info(f"[train] model: {config.emb_dim}-wide, {config.num_encoder_layers}+{config.num_decoder_layers} "
-                f"layers; {what}; trains {trainable}: {n_trainable:,} parameters{note}")
+                f"layers; {what}; trains {settings.trains}: {n_trainable:,} parameters{note}")
     logger.info(f"[train] mesh {dict(mesh.shape)} on {jax.device_count()} {jax.default_backend()} device(s), "
                 f"{jax.process_count()} process(es); batch {data.batch_size}; {num_examples} training examples")
     return n_trainable
 
 
-def build_session(model_dir: str, data: DataConfig, evaluation: EvalConfig, source: FrozenModel,
-                  optimizer: Optimizer, learning_rate: LearningRate, spec: PromptSpec, mesh_config: MeshConfig,
-                  trainable: str, frozen_model, initial_trainable, initial_masks, dropout: bool, z_loss: float,
-                  schedule: ScheduleConfig) -> Session:
+def build_session(model_dir: str, settings: RunSettings, start: Start) -> Session:
     started = time.time()
-    splits = run_data.open_run_data(data)
+    data, evaluation, schedule = settings.data, settings.evaluation, settings.schedule
+    splits = assembly.open_data(data)
     if splits.eval is not None:
         _check_metric(evaluation, splits.eval)
-    config, frozen = frozen_model if frozen_model is not None else load_frozen(source, data.seed)
-    check_vocabulary(config, splits.vocabulary, source.checkpoint)
-    model = _prompted_model(config, spec, frozen, trainable, splits)
-    lr_fn = learning_rate.build()
-    tx = optimizer.build(lr_fn)
+    if start.frozen_model is not None:
+        config, frozen = start.frozen_model
+    else:
+        config, frozen = assembly.open_model(settings.model, data.seed)
+    check_vocabulary(config, splits.vocabulary, settings.model.checkpoint)
+    model = assembly.prompted_model(config, None if settings.trains == "model" else settings.prompt_spec, frozen,
+                                    splits)
+    lr_fn = settings.learning_rate.build()
+    tx = settings.optimizer.build(lr_fn)
     run_dir = RunDir(model_dir)
-    run_dir.check_config(run_config(config, spec, trainable, data, optimizer, learning_rate, schedule,
-                                    source.checkpoint))
+    run_dir.check_config(settings.identity(config))
 
-    mesh = partitioning.make_mesh(mesh_config.data, mesh_config.model)
-    partitioning.check_divisible(data.batch_size, mesh)
-    state, frozen = _initial_state(model, tx, frozen, trainable, data.seed, initial_trainable, initial_masks)
-    shardings = train_step.make_shardings(model, tx, jax.eval_shape(lambda: state), mesh, logical_axes(config))
-    frozen = jax.device_put(frozen, shardings.frozen)
+    mesh = assembly.make_mesh(settings.mesh, data.batch_size)
+    state, frozen = _initial_state(model, tx, frozen, settings.trains, data.seed, start)
+    compiled = assembly.compile_step(model, tx, state, mesh, z_loss=settings.z_loss,
+                                     accumulation_steps=schedule.accumulation_steps, dropout=settings.dropout,
+                                     learning_rate_fn=lr_fn)
+    frozen = compiled.place_frozen(frozen)
     checkpoints = RunCheckpoints(model_dir, schedule.keep_checkpoints)
     start_step = 0
     if checkpoints.latest_step() is not None:
-        state, position = checkpoints.restore(state, shardings.state)
+        state, position = checkpoints.restore(state, compiled.shardings.state)
         start_step = int(position["step"])
         logger.info(f"[train] resumed from {checkpoints.directory}/{start_step}")
     else:
-        state = jax.device_put(state, shardings.state)
-    n_trainable = _describe(model, spec, config, state, trainable, mesh, data, splits.train.num_examples)
-
-    step_fn = train_step.jit_train_step(train_step.make_train_step(model, tx, z_loss, schedule.accumulation_steps,
-                                                                   dropout, lr_fn), shardings)
-    buckets = run_data.buckets_for(data, splits.train)
-    evaluator = (Evaluator(model, splits.eval, splits.vocabulary, evaluation.batch_size or data.batch_size,
-                           evaluation.mode, mesh=mesh, buckets=run_data.buckets_for(data, splits.eval))
+        state = compiled.place_state(state)
+    n_trainable = _describe(model, settings, config, state, mesh, splits.train.num_examples)
+    evaluator = (assembly.evaluator_for(model, splits.eval, splits.vocabulary, data, evaluation, mesh=mesh)
                  if splits.eval is not None else None)
-    return Session(run_dir=run_dir, data_config=data, evaluation=evaluation, data=splits, config=config,
-                   checkpoint=source.checkpoint, model=model, frozen=frozen, state=state, mesh=mesh, step_fn=step_fn,
-                   lr_fn=lr_fn, evaluator=evaluator, checkpoints=checkpoints,
+    return Session(run_dir=run_dir, settings=settings, splits=splits, config=config, model=model, frozen=frozen,
+                   state=state, compiled=compiled, evaluator=evaluator, checkpoints=checkpoints,
                    best=BestCheckpoint(model_dir, evaluation.metric), summaries=Summaries(model_dir),
-                   progress=Progress(schedule.train_steps, start_step), start_step=start_step, buckets=buckets,
-                   n_trainable=n_trainable, started=started)
+                   progress=Progress(schedule.train_steps, start_step), start_step=start_step,
+                   buckets=run_data.buckets_for(data, splits.train), n_trainable=n_trainable, started=started)

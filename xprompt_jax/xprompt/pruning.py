@@ -22,9 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xprompt_jax import train_step
 from xprompt_jax.errors import ConfigError
+from xprompt_jax.prompted import PROMPT
 from xprompt_jax.prompts import masks as mask_lib
+from xprompt_jax.prompts.modules import MATRIX, matrix_mask
 
 TOKEN, PIECE = "token", "piece"
 LEVELS = ("hierarchical", "token", "piece")
@@ -290,9 +291,9 @@ def rewind(stage1_trainable, masks: Mapping):
     Retraining with these masks keeps the pruned entries at zero (the train step masks their updates).
     """
     token, piece = check_masks(masks)
-    prompt = stage1_trainable["prompt"]["prompt"]
+    prompt = stage1_trainable[PROMPT][MATRIX]
     if prompt.shape[0] != token.shape[0]:
         raise ConfigError(f"masks for {token.shape[0]} tokens do not fit the {prompt.shape[0]}-token prompt")
     mask_lib.check_pieces(prompt.shape[-1], piece.shape[-1])
-    return train_step.zero_masked(stage1_trainable, {mask_lib.TOKEN_MASK: jnp.asarray(token),
-                                                   mask_lib.PIECE_MASK: jnp.asarray(piece)})
+    dense = matrix_mask(prompt, {mask_lib.TOKEN_MASK: jnp.asarray(token), mask_lib.PIECE_MASK: jnp.asarray(piece)})
+    return {**stage1_trainable, PROMPT: {**stage1_trainable[PROMPT], MATRIX: prompt * dense}}

@@ -1,7 +1,7 @@
 """Where gin meets the library: every name a gin file binds is registered here, at the entry point.
 
 Library functions and settings classes know nothing of gin (as in T5X, where ``gin.configurable`` is
-applied in the entry modules); the CLI (``main.py``) and the demo call the configured versions below.
+applied in the entry modules); the CLI (``cli/main.py``) and the demo call the configured versions below.
 A binding of a name this project used before the settings objects (``xprompt_jax.train.batch_size``)
 is answered with the name that replaced it (``RENAMED``).
 """
@@ -12,32 +12,33 @@ from typing import Iterable
 
 import gin
 
-from xprompt_jax import ensembling, optimizers
+from xprompt_jax import optimizers
+from xprompt_jax.commands import ensemble as ensemble_command
+from xprompt_jax.commands import evaluate as evaluate_command
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models import config as model_config
-from xprompt_jax.prompted import PromptSpec as _PromptSpec
-from xprompt_jax.run import config as run_config
-from xprompt_jax.run import evaluate as run_evaluate
+from xprompt_jax.prompts.kinds import make_spec
+from xprompt_jax.run import config as settings
 from xprompt_jax.run import loop
-from xprompt_jax.xprompt import run as xprompt_run
+from xprompt_jax.xprompt import stages as xprompt_stages
 
 MODULE = "xprompt_jax"
 
 # Entry points: what `xprompt-jax train|evaluate|xprompt|ensemble` call.
 train = gin.external_configurable(loop.train, module=MODULE)
-evaluate = gin.external_configurable(run_evaluate.evaluate, module=MODULE)
-xprompt = gin.external_configurable(xprompt_run.xprompt, module=MODULE)
-ensemble = gin.external_configurable(ensembling.ensemble, module=MODULE)
+evaluate = gin.external_configurable(evaluate_command.evaluate, module=MODULE)
+xprompt = gin.external_configurable(xprompt_stages.xprompt, module=MODULE)
+ensemble = gin.external_configurable(ensemble_command.ensemble, module=MODULE)
 
 # Settings objects, built in gin files with @xprompt_jax.Name().
-DataConfig = gin.external_configurable(run_config.DataConfig, module=MODULE)
-ScheduleConfig = gin.external_configurable(run_config.ScheduleConfig, module=MODULE)
-EvalConfig = gin.external_configurable(run_config.EvalConfig, module=MODULE)
-FrozenModel = gin.external_configurable(run_config.FrozenModel, module=MODULE)
-MeshConfig = gin.external_configurable(run_config.MeshConfig, module=MODULE)
+DataConfig = gin.external_configurable(settings.DataConfig, module=MODULE)
+ScheduleConfig = gin.external_configurable(settings.ScheduleConfig, module=MODULE)
+EvalConfig = gin.external_configurable(settings.EvalConfig, module=MODULE)
+FrozenModel = gin.external_configurable(settings.FrozenModel, module=MODULE)
+MeshConfig = gin.external_configurable(settings.MeshConfig, module=MODULE)
 Optimizer = gin.external_configurable(optimizers.Optimizer, module=MODULE)
 LearningRate = gin.external_configurable(optimizers.LearningRate, module=MODULE)
-PromptSpec = gin.external_configurable(_PromptSpec, name="PromptSpec", module=MODULE)
+PromptSpec = gin.external_configurable(make_spec, name="PromptSpec", module=MODULE)  # a spec of any kind
 t5_config = gin.external_configurable(model_config.t5_config, module=MODULE)
 
 ENTRY_POINTS = {"train": train, "evaluate": evaluate, "xprompt": xprompt, "ensemble": ensemble}
@@ -58,6 +59,7 @@ RENAMED = {
     "xprompt_jax.train.frozen_dtype": "xprompt_jax.FrozenModel.dtype",
     "xprompt_jax.train.mesh_data": "xprompt_jax.MeshConfig.data",
     "xprompt_jax.train.mesh_model": "xprompt_jax.MeshConfig.model",
+    "xprompt_jax.train.trainable": "xprompt_jax.train.trains",
     **{f"xprompt_jax.make_optimizer.{f}": f"xprompt_jax.Optimizer.{f}"
        for f in ("name", "decay_rate", "weight_decay", "clipping_threshold", "factored",
                  "multiply_by_parameter_scale", "b1", "b2", "eps", "global_norm_clip")},

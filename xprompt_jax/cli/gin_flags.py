@@ -5,12 +5,18 @@ A gin file that is not found as given is looked up in the package's ``xprompt_ja
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from typing import List, Sequence, Tuple
 
 import gin
 
-GIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gin")  # shipped in the package
+from xprompt_jax.cli import gin_configurables  # registers every configurable gin files name
+from xprompt_jax.cli.gin_checks import check_macro_bindings, loaded_texts
+from xprompt_jax.errors import ConfigError
+
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")  # shipped in the package
 
 
 def split_gin_args(argv: Sequence[str]) -> Tuple[List[str], List[str], List[str]]:
@@ -62,11 +68,6 @@ _LAST_FILES: List[str] = []
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
     """Apply gin files in order, then the bindings. Unknown files, names or fields raise ``GinError``."""
-    import logging
-
-    from xprompt_jax import gin_configurables  # registers every configurable gin files name
-    from xprompt_jax.errors import ConfigError
-    from xprompt_jax.gin_checks import check_macro_bindings, loaded_texts
     root = logging.getLogger()
     if _drop_gin_resource_probe not in root.filters:
         root.addFilter(_drop_gin_resource_probe)
@@ -91,7 +92,6 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
 def _apply_task_bindings():
     """Re-register task modules a gin file imported, so bindings such as
     ``tasks.superglue.register_superglue.data_dir`` take effect (registration at import precedes gin)."""
-    import sys
     for module, register in (("tasks.superglue", "register_superglue"), ("tasks.glue", "register_glue")):
         if module in sys.modules and gin.get_bindings(f"{module}.{register}"):
             getattr(sys.modules[module], register)()

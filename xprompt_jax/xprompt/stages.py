@@ -20,7 +20,6 @@ exported prompt: compose ``prompts/from_file.gin`` with ``PROMPT_FILE`` = that r
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -29,70 +28,46 @@ from typing import Any, Dict, Optional, Sequence
 import jax
 import numpy as np
 
-from xprompt_jax import export
-from xprompt_jax.data.task_cache import open_split
+from xprompt_jax import assembly, export
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.logs import is_main_process
 from xprompt_jax.optimizers import LearningRate, Optimizer
-from xprompt_jax.prompted import PromptSpec, build_prompted_t5
 from xprompt_jax.prompts import masks as mask_lib
+from xprompt_jax.prompts.kinds import PromptSpecBase, make_spec
 from xprompt_jax.run.checkpoints import BestCheckpoint
-from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel, MeshConfig, ScheduleConfig
+from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel, MeshConfig, RunSettings, ScheduleConfig
 from xprompt_jax.run.data import eval_batches
-from xprompt_jax.run.frozen_model import load_frozen
 from xprompt_jax.run.lock import prepare_model_dir
-from xprompt_jax.run.loop import train
-from xprompt_jax.run.run_dir import check_model_dir
+from xprompt_jax.run.loop import run_training
+from xprompt_jax.run.run_dir import check_model_dir, read_json_file, record_or_refuse
+from xprompt_jax.run.session import Start
 from xprompt_jax.xprompt import heatmaps, importance, pruning
 
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("xprompt", "random", "length")
 RESULT_FILE = "result.json"
+SETTINGS_FILE = "xprompt_settings.json"
 
 
 def _ratio_name(ratio: float) -> str:
     return f"ratio_{ratio:.2f}"
 
 
-def _load_json(path: str) -> Optional[dict]:
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return None
+def _train_stage(directory: str, settings: RunSettings, start: Start) -> dict:
+    """One stage's training run, skipped when its ``result.json`` says it finished.
 
-
-SETTINGS_FILE = "xprompt_settings.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class StageInputs:
-    """What every stage's ``train()`` shares: the stage-1 schedule, data, optimiser and frozen model."""
-    data: DataConfig
-    schedule: ScheduleConfig
-    evaluation: EvalConfig
-    model: FrozenModel
-    optimizer: Optimizer
-    learning_rate: LearningRate
-    mesh: MeshConfig
-    frozen_model: Any
-
-    def train(self, directory: str, **kwargs) -> dict:
-        """One ``train()`` run, skipped when its ``result.json`` says it finished.
-
-        A preempted stage raises ``RunPreempted`` out of ``train`` and writes no result: it resumes.
-        """
-        done = _load_json(os.path.join(directory, RESULT_FILE))
-        if done is not None:
-            logger.info(f"[xprompt] {directory} already finished: skipped")
-            return done
-        result = train(directory, data=self.data, schedule=self.schedule, evaluation=self.evaluation,
-                       model=self.model, optimizer=self.optimizer, learning_rate=self.learning_rate, mesh=self.mesh,
-                       frozen_model=self.frozen_model, **kwargs)
-        summary = {k: v for k, v in result.items() if k != "prompt"}
-        if is_main_process():
-            export.save_json(os.path.join(directory, RESULT_FILE), summary)
-        return summary
+    A preempted stage raises ``RunPreempted`` out of ``run_training`` and writes no result: it resumes.
+    """
+    done = read_json_file(os.path.join(directory, RESULT_FILE), "a finished stage's result")
+    if done is not None:
+        logger.info(f"[xprompt] {directory} already finished: skipped")
+        return done
+    result = run_training(directory, settings, start)
+    summary = {k: v for k, v in result.items() if k != "prompt"}
+    if is_main_process():
+        export.save_json(os.path.join(directory, RESULT_FILE), summary)
+    return summary
 
 
 def _best_metric(result: dict, metric: str) -> Optional[float]:
@@ -103,23 +78,14 @@ def _best_metric(result: dict, metric: str) -> Optional[float]:
 def check_settings(model_dir: str, settings: Dict[str, Any]) -> None:
     """Record the settings that make the stages' outputs; a re-run with other ones is refused, by field."""
     path = os.path.join(model_dir, SETTINGS_FILE)
-    settings = json.loads(json.dumps(settings))
-    previous = _load_json(path)
-    if previous is None:
-        if os.path.isdir(os.path.join(model_dir, "stage1")) and os.listdir(os.path.join(model_dir, "stage1")):
-            logger.warning(f"[xprompt] {model_dir} has stage outputs but no {SETTINGS_FILE} (an older run): "
-                           "they are reused as they are")
-        if is_main_process():
-            export.save_json(path, settings)
-        return
-    diffs = [f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(previous) | set(settings))
-             if previous.get(k) != settings.get(k)]
-    if diffs:
-        raise ConfigError(f"MODEL_DIR {model_dir} holds an XPrompt run made with other settings ({'; '.join(diffs)}); "
-                          "use a new MODEL_DIR, or restore the original settings to resume it")
+    stage1 = os.path.join(model_dir, "stage1")
+    if not os.path.exists(path) and os.path.isdir(stage1) and os.listdir(stage1):
+        logger.warning(f"[xprompt] {model_dir} has stage outputs but no {SETTINGS_FILE} (an older run): "
+                       "they are reused as they are")
+    record_or_refuse(path, settings, "an XPrompt run")
 
 
-def _check_plan(ratios, level, reverse, variant, token_share, spec: PromptSpec, evaluation: EvalConfig) -> list:
+def _check_plan(ratios, level, reverse, variant, token_share, spec: PromptSpecBase, evaluation: EvalConfig) -> list:
     """Everything about the pruning plan that can be wrong, before stage 1 trains."""
     if variant not in VARIANTS:
         raise ConfigError(f"xprompt.variant must be one of {list(VARIANTS)}, got {variant!r}")
@@ -158,7 +124,7 @@ def xprompt(model_dir: str,
             optimizer: Optimizer = Optimizer(),
             learning_rate: LearningRate = LearningRate(),
             mesh: MeshConfig = MeshConfig(),
-            prompt_spec: Optional[PromptSpec] = None) -> Dict[str, Any]:
+            prompt_spec: Optional[PromptSpecBase] = None) -> Dict[str, Any]:
     """Run XPrompt's three stages; returns the summary table (also in ``MODEL_DIR/summary.json``).
 
     Every stage trains with the same settings objects as ``train`` (``runs/xprompt.gin`` binds the
@@ -166,20 +132,21 @@ def xprompt(model_dir: str,
     examples the scores average over (default: all).
     """
     check_model_dir(model_dir)
-    prompt_spec = prompt_spec or PromptSpec()
+    settings = RunSettings(data=data, schedule=schedule, evaluation=evaluation, model=model, optimizer=optimizer,
+                           learning_rate=learning_rate, prompt_spec=prompt_spec, mesh=mesh)
+    prompt_spec = settings.prompt_spec
     ratios = _check_plan(ratios, level, reverse, variant, token_share, prompt_spec, evaluation)
     prepare_model_dir(model_dir)
     check_settings(model_dir, {"variant": variant, "level": level, "ratios": ratios, "reverse": reverse,
                                "recompute_scores": recompute_scores, "token_share": token_share,
                                "importance_examples": importance_examples, "seed": data.seed})
-    config, frozen = load_frozen(model, data.seed)
+    config, frozen = assembly.open_model(model, data.seed)
     mask_lib.check_pieces(config.emb_dim, prompt_spec.pieces)
-    stages = StageInputs(data, schedule, evaluation, model, optimizer, learning_rate, mesh, (config, frozen))
     metric = evaluation.metric
 
     # Stage 1: prompt tuning. Its best prompt is P*, the rewind point.
     stage1_dir = os.path.join(model_dir, "stage1")
-    stage1 = stages.train(stage1_dir, prompt_spec=prompt_spec)
+    stage1 = _train_stage(stage1_dir, settings, Start(frozen_model=(config, frozen)))
     width = config.emb_dim
     rows = [{"stage": "prompt tuning", "ratio": 0.0, "tokens": prompt_spec.length,
              "parameters": prompt_spec.length * width, metric: _best_metric(stage1, metric)}]
@@ -188,15 +155,15 @@ def xprompt(model_dir: str,
     p_star, stage1_masks = best_params["trainable"], best_params["masks"]
 
     # Stage 2: importance scores and masks for every ratio (masks only lose entries).
-    model_ = build_prompted_t5(config, prompt_spec, frozen)
+    model_ = assembly.prompted_model(config, prompt_spec, frozen)
     score_fn = _score_fn(model_, p_star, frozen, data, variant, importance_examples, importance_batch_size)
     plan = _plan_masks(model_dir, ratios, score_fn, stage1_masks, level, reverse, recompute_scores, token_share,
                        heatmaps_png)
 
     # Stage 3: rewind to P* under each ratio's masks and retrain with the stage-1 schedule.
     for ratio, masks in plan:
-        rows.append(_rewind_stage(stages, model_dir, ratio, masks, p_star, prompt_spec, variant, level, reverse,
-                                  width, metric))
+        rows.append(_rewind_stage(settings, (config, frozen), model_dir, ratio, masks, p_star, variant, level,
+                                  reverse, metric))
     summary = {"metric": metric, "variant": variant, "level": level, "reverse": reverse, "rows": rows}
     if is_main_process():
         export.save_json(os.path.join(model_dir, "summary.json"), summary)
@@ -209,8 +176,7 @@ def _score_fn(model, p_star, frozen, data: DataConfig, variant, importance_examp
     """Importance at given masks: expected |dL/dmask| on the training split (or random, for Random Prompt)."""
     if variant == "random":
         return pruning.random_score_fn(jax.random.PRNGKey(data.seed))
-    train_data = open_split(data.task, data.train_split, data.train_cache, data.cache_dir, data.input_length,
-                            data.target_length)
+    train_data = assembly.open_data(data, with_eval=False).train
     batch_size = importance_batch_size or data.batch_size
 
     def score_fn(masks):
@@ -219,18 +185,21 @@ def _score_fn(model, p_star, frozen, data: DataConfig, variant, importance_examp
     return score_fn
 
 
-def _rewind_stage(stages: StageInputs, model_dir, ratio, masks, p_star, prompt_spec, variant, level, reverse,
-                  width, metric) -> dict:
+def _rewind_stage(settings: RunSettings, frozen_model, model_dir, ratio, masks, p_star, variant, level, reverse,
+                  metric) -> dict:
     directory = os.path.join(model_dir, "rewind", _ratio_name(ratio))
+    prompt_spec, width = settings.prompt_spec, frozen_model[0].emb_dim
     surviving = mask_lib.surviving_parameters(masks[mask_lib.TOKEN_MASK], masks[mask_lib.PIECE_MASK], width)
     if variant == "length":
         tokens = max(1, math.ceil(surviving / width))
-        spec = PromptSpec(**{**prompt_spec.to_dict(), "length": tokens})
-        result = stages.train(directory, prompt_spec=spec)
+        spec = make_spec(**{**prompt_spec.to_dict(), "length": tokens})
+        result = _train_stage(directory, dataclasses.replace(settings, prompt_spec=spec),
+                              Start(frozen_model=frozen_model))
         surviving = tokens * width
     else:
-        result = stages.train(directory, prompt_spec=prompt_spec, initial_trainable=pruning.rewind(p_star, masks),
-                              initial_masks={k: np.asarray(v) for k, v in masks.items()})
+        start = Start(frozen_model=frozen_model, trainable=pruning.rewind(p_star, masks),
+                      masks={k: np.asarray(v) for k, v in masks.items()})
+        result = _train_stage(directory, settings, start)
         tokens = int(np.asarray(masks[mask_lib.TOKEN_MASK]).sum())
     row = {"stage": f"{variant} {level}{' reversed' if reverse else ''}", "ratio": ratio,
            "tokens": tokens, "parameters": surviving, metric: _best_metric(result, metric)}

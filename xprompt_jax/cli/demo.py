@@ -24,8 +24,9 @@ import gin
 import jax
 
 from xprompt_jax import export
-from xprompt_jax import gin_configurables as configured
-from xprompt_jax.gin_flags import parse_gin
+from xprompt_jax.cli import gin_configurables as configured
+from xprompt_jax.cli.gin_flags import parse_gin
+from xprompt_jax.run.config import EvalConfig
 
 logger = logging.getLogger(__name__)
 
@@ -74,18 +75,18 @@ def _write_small_cache(work_dir, task, split, count, lengths) -> str:
 
 def baselines(checkpoint: str, work_dir: str) -> Dict[str, float]:
     """Accuracy of the frozen model with no prompt, and with a random untrained prompt."""
-    from xprompt_jax.prompted import PromptedT5, PromptSpec, build_prompted_t5
-    from xprompt_jax.run.data import open_eval_split
-    from xprompt_jax.run.evaluator import Evaluator
-    from xprompt_jax.run.frozen_model import load_frozen
-    split, vocabulary = open_eval_split(configured.DataConfig())  # the gin-bound settings of the run
-    config, frozen = load_frozen(configured.FrozenModel(checkpoint=checkpoint))
-    plain = PromptedT5(config, None)
-    no_prompt = Evaluator(plain, split, vocabulary, 100, "rank")({}, frozen, {})
+    from xprompt_jax import assembly
+    from xprompt_jax.prompts.kinds import make_spec
+    data = configured.DataConfig()  # the gin-bound settings of the run
+    evaluation = EvalConfig(mode="rank", batch_size=100)
+    split, vocabulary = assembly.open_eval_data(data)
+    config, frozen = assembly.open_model(configured.FrozenModel(checkpoint=checkpoint), vocabulary=vocabulary)
+    plain = assembly.prompted_model(config, None, frozen)
+    no_prompt = assembly.evaluator_for(plain, split, vocabulary, data, evaluation)({}, frozen, {})
     spec = configured.PromptSpec()
-    random_model = build_prompted_t5(config, PromptSpec(**{**spec.to_dict(), "init": "uniform"}), frozen)
+    random_model = assembly.prompted_model(config, make_spec(**{**spec.to_dict(), "init": "uniform"}), frozen)
     trainable, masks = random_model.init(jax.random.PRNGKey(0))
-    random_prompt = Evaluator(random_model, split, vocabulary, 100, "rank")(trainable, frozen, masks)
+    random_prompt = assembly.evaluator_for(random_model, split, vocabulary, data, evaluation)(trainable, frozen, masks)
     # The answer of 'max' is skewed towards 9 (the largest of 3-8 random digits): the honest floor is
     # always answering the most common digit, not 1 in 10.
     answers = [ex["targets_pretokenized"] for ex in split.examples]
