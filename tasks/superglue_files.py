@@ -69,8 +69,14 @@ def read_jsonl(path: str) -> Iterator[Tuple[int, Row]]:
     """(line number, object) per non-blank line; a bad line names the file and line."""
     if not os.path.isfile(path):
         raise DataError(f"{path} not found")
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}, line {number}: not UTF-8 text (byte {raw[err.start]:#04x} at column "
+                                f"{err.start + 1}); the official files are UTF-8: copy the file again or "
+                                "re-encode it") from None
             if not line.strip():
                 continue
             try:

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from xprompt_jax import export, partitioning, train_step
-from xprompt_jax.data.task_info import label_token_ids
+from xprompt_jax.data.task_info import check_labelled, label_token_ids
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.t5 import logical_axes
 from xprompt_jax.prompted import PromptedT5, build_prompted_t5, check_prompt_fits
@@ -53,13 +53,25 @@ def open_model(source: FrozenModel, seed: int = 0, vocabulary=None) -> Tuple[T5C
 
 
 def open_data(data: DataConfig, with_eval: bool = True) -> run_data.RunData:
-    """A run's training split, evaluation split (if any) and vocabulary; a bad task or cache fails here."""
-    return run_data.open_run_data(data, with_eval)
+    """A run's training split, evaluation split (if any) and vocabulary; a bad task or cache fails here, and
+    so does an empty or unlabelled split (a test split named as TRAIN_SPLIT or EVAL_SPLIT)."""
+    splits = run_data.open_run_data(data, with_eval)
+    check_labelled(splits.train, "training", "DataConfig.train_cache" if data.train_cache else "TRAIN_SPLIT")
+    if splits.eval is not None:
+        check_labelled(splits.eval, "evaluation", _eval_setting(data))
+    return splits
 
 
 def open_eval_data(data: DataConfig):
-    """The split that ``evaluate``/``ensemble`` score (``data.eval_split`` or ``data.eval_cache``), and its vocabulary."""
-    return run_data.open_eval_split(data)
+    """The split that ``evaluate``/``ensemble`` score (``data.eval_split`` or ``data.eval_cache``), and its
+    vocabulary; an empty or unlabelled split is refused (scoring needs labels)."""
+    split, vocabulary = run_data.open_eval_split(data)
+    check_labelled(split, "evaluation", _eval_setting(data))
+    return split, vocabulary
+
+
+def _eval_setting(data: DataConfig) -> str:
+    return "DataConfig.eval_cache" if data.eval_cache else "EVAL_SPLIT"
 
 
 def cached_input_length(split) -> int:

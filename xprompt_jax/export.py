@@ -7,6 +7,7 @@ the network's output for EPT and P-Tuning. A PEFT prompt-tuning adapter is ``ada
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,21 @@ from xprompt_jax.errors import ConfigError
 
 PROMPT_FILE = "prompt.npy"
 EXPORT_DIR = "export"
+
+
+@contextlib.contextmanager
+def _atomic_file(path: str, suffix: str):
+    """A temporary sibling of ``path`` to write, renamed into place on success and removed on any failure
+    (a full disk leaves the previous file, never a ``*.tmp*`` beside it)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + suffix
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def _atomic_dir(target: str):
@@ -40,30 +56,23 @@ def _commit(tmp: str, target: str):
 
 def save_npy(path: str, prompt) -> str:
     """``numpy.save`` written atomically (a temporary file renamed into place)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.npy"
-    np.save(tmp, np.asarray(prompt, np.float32))
-    os.replace(tmp, path)
+    with _atomic_file(path, ".tmp.npy") as tmp:
+        np.save(tmp, np.asarray(prompt, np.float32))
     return path
 
 
 def save_json(path: str, value) -> str:
     """JSON written atomically (a temporary file renamed into place), keys sorted, so a run killed
     mid-write leaves the previous file, never half of one."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with _atomic_file(path, ".tmp") as tmp, open(tmp, "w") as f:
         json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
     return path
 
 
 def save_npz(path: str, **arrays) -> str:
     """``numpy.savez`` written atomically."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with _atomic_file(path, ".tmp.npz") as tmp:
+        np.savez(tmp, **arrays)
     return path
 
 
@@ -91,10 +100,14 @@ def save_peft_adapter(directory: str, prompt, base_model_name_or_path: Optional[
         "auto_mapping": None,
     }
     tmp = _atomic_dir(directory)
-    with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
-        json.dump(adapter_config, f, indent=2)
-    save_file({"prompt_embeddings": prompt}, os.path.join(tmp, "adapter_model.safetensors"))
-    _commit(tmp, directory)
+    try:
+        with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
+            json.dump(adapter_config, f, indent=2)
+        save_file({"prompt_embeddings": prompt}, os.path.join(tmp, "adapter_model.safetensors"))
+        _commit(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return directory
 
 
@@ -127,16 +140,51 @@ def load_prompt_source(path: str) -> Tuple[np.ndarray, str]:
     return values, where
 
 
+PROMPT_FORMATS = (f"an m x e float array saved with numpy.save (.npy), a PEFT adapter folder, or a run's MODEL_DIR "
+                  f"(with {EXPORT_DIR}/{PROMPT_FILE})")
+
+
+def _read_npy(path: str) -> np.ndarray:
+    """An m x e numeric array from ``path``; anything else is one ConfigError naming the file and the format."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):  # np.load would call any other file "pickled"
+        raise ConfigError(f"prompt file {path} is not a .npy file (it starts with {magic!r}); expected {PROMPT_FORMATS}")
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:  # text, pickled objects, truncated files
+        raise ConfigError(f"prompt file {path} is not a readable .npy array ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:120] if str(err) else 'truncated'}); expected {PROMPT_FORMATS}") from None
+    if isinstance(values, np.lib.npyio.NpzFile):
+        names = list(values.files)
+        values.close()
+        raise ConfigError(f"prompt file {path} is an .npz archive (arrays {names}), not one array; expected "
+                          f"{PROMPT_FORMATS}")
+    if values.dtype.kind not in "fiu" or values.ndim != 2:
+        raise ConfigError(f"prompt file {path} holds a {values.dtype} array of shape {values.shape}; expected "
+                          f"{PROMPT_FORMATS}")
+    return values.astype(np.float32)
+
+
 def _read_prompt(path: str) -> Tuple[np.ndarray, str]:
     candidates = [path, os.path.join(path, EXPORT_DIR, PROMPT_FILE), os.path.join(path, PROMPT_FILE)]
     for candidate in candidates:
         if os.path.isfile(candidate):
-            values = np.load(candidate)
-            if values.ndim != 2:
-                raise ConfigError(f"prompt file {candidate} holds shape {values.shape}; expected (length, width)")
-            return values, candidate
+            return _read_npy(candidate), candidate
     if os.path.isfile(os.path.join(path, "adapter_model.safetensors")):
-        return load_peft_adapter(path), path
+        return _read_peft(path), path
     raise ConfigError(f"no prompt at {path}: expected a .npy file, a PEFT adapter folder, or a run's MODEL_DIR "
                       f"with {EXPORT_DIR}/{PROMPT_FILE} (a finished `xprompt-jax train` or `xprompt-jax xprompt` "
                       "run writes it)")
+
+
+def _read_peft(directory: str) -> np.ndarray:
+    try:
+        values = np.asarray(load_peft_adapter(directory))
+    except Exception as err:  # safetensors raises its own kinds for truncated files
+        raise ConfigError(f"the PEFT adapter in {directory} cannot be read ({type(err).__name__}: "
+                          f"{str(err)[:120]}); expected adapter_model.safetensors with prompt_embeddings") from None
+    if values.ndim != 2:
+        raise ConfigError(f"the PEFT adapter in {directory} holds prompt_embeddings of shape {values.shape}; "
+                          "expected (num_virtual_tokens, token_dim)")
+    return values.astype(np.float32)

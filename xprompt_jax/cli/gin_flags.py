@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tokenize
 from typing import List, Sequence, Tuple
 
 import gin
@@ -82,11 +83,34 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
         check_macro_bindings(_LAST_FILES, bindings, [GIN_DIR])
     except ConfigError as err:
         raise GinError(str(err)) from None
+    for binding in bindings:  # one at a time first, so a malformed one is named (gin's tokenizer does not)
+        _check_binding_syntax(binding)
     try:
         gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=False)
-    except (ValueError, KeyError, TypeError, SyntaxError) as err:
+    except (ValueError, KeyError, TypeError, SyntaxError, tokenize.TokenError) as err:
         raise GinError(f"gin: {err}") from err
     _apply_task_bindings()
+
+
+class _SyntaxOnly(gin.config_parser.ParserDelegate):
+    """Reads a value's syntax only: references (``@name``, ``%MACRO``) are checked later, by gin itself."""
+
+    def configurable_reference(self, scoped_configurable_name, evaluate):
+        return None
+
+    def macro(self, macro_name):
+        return None
+
+
+def _check_binding_syntax(binding: str) -> None:
+    """A ``NAME = VALUE`` whose value gin cannot read (``--gin.BATCH_SIZE=[8``) is one line naming it."""
+    name, _, value = binding.partition("=")
+    try:
+        gin.config_parser.ConfigParser(value.strip(), _SyntaxOnly()).parse_value()
+    except (SyntaxError, ValueError, tokenize.TokenError) as err:
+        detail = err.args[0] if isinstance(err, tokenize.TokenError) else str(err).splitlines()[0]
+        raise GinError(f"--gin.{name.strip()}={value.strip()} is not a value gin can read ({detail}): write "
+                       "numbers as 8, lists as [8, 16], strings in two quotes as \"'text'\"") from None
 
 
 def _apply_task_bindings():

@@ -24,8 +24,8 @@ import gin
 from xprompt_jax import distributed
 from xprompt_jax.cli.gin_configurables import ENTRY_POINTS
 from xprompt_jax.cli.gin_flags import GinError, parse_gin, split_gin_args
-from xprompt_jax.errors import CheckpointError, ConfigError, DataError
-from xprompt_jax.run.preemption import RunPreempted
+from xprompt_jax.errors import CheckpointError, ConfigError, DataError, disk_full_message, no_space_left
+from xprompt_jax.stopping import Stopped
 
 COMMANDS = {
     "smoke": "load a T5 checkpoint, print its summary and run it",
@@ -111,7 +111,7 @@ def _run_gin_entry(command: str) -> int:
     """
     try:
         ENTRY_POINTS[command]()
-    except RunPreempted as stop:
+    except Stopped as stop:  # SIGTERM: a checkpoint was saved (or nothing half-made written); the same command resumes
         print(f"[{command}] {stop}", file=sys.stderr)
         return 0
     except KeyboardInterrupt:
@@ -121,7 +121,13 @@ def _run_gin_entry(command: str) -> int:
     except (ConfigError, CheckpointError, DataError) as err:
         print(f"error: {_without_gin_context(err)}", file=sys.stderr)
         return 2
-    except (ValueError, RuntimeError, TypeError) as err:
+    except Exception as err:
+        full, path = no_space_left(err)
+        if full:  # every write site leaves its previous file or nothing; the same command resumes
+            print(f"error: {disk_full_message(path)}", file=sys.stderr)
+            return 2
+        if not isinstance(err, (ValueError, RuntimeError, TypeError)):
+            raise
         text = str(err)
         if "Required bindings" in text or "required positional argument" in text or "gin" in type(err).__module__:
             print(f"error: gin: {_without_gin_context(err)} (set it with --gin.NAME=VALUE, e.g. "

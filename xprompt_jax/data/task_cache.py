@@ -6,6 +6,7 @@ TensorFlow. ``split_vocabulary`` is the vocabulary the split was tokenised with.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from typing import Any, Dict, Optional, Tuple
@@ -83,12 +84,15 @@ def _current_cache(task: str, split: str, cache: str, lengths: Dict[str, int]) -
                         f"({reason}), which needs seqio and TensorFlow ({err.name} is not installed): write "
                         "it on a data host with `python -m xprompt_jax.data.write_cache`, or name a cache "
                         "folder with DataConfig.train_cache / DataConfig.eval_cache") from None
-    except (OSError, ValueError):
+    except (OSError, ValueError) as err:
         # Another process on this filesystem may have finished the same cache first: read theirs.
         opened, _ = _stale_reason(cache, source_fingerprint(task, split, lengths))
-        if opened is None:
-            raise
-        return opened
+        if opened is not None:
+            return opened
+        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise DataError(f"cannot write the cache of {task}:{split} to {cache} ({err.strerror}): set "
+                            "DATA_CACHE_DIR (or XPROMPT_DATA_CACHE) to a folder you can write") from None
+        raise
 
 
 def split_vocabulary(split, vocabulary_path: Optional[str] = None):

@@ -81,3 +81,46 @@ def label_token_ids(vocabulary, split) -> Optional[list]:
     """Token ids of the task's label names (class-label prompt initialisation), or None."""
     names = task_info_of_split(split).label_names
     return [vocabulary.encode(n, add_eos=False) for n in names] if names else None
+
+
+# ------------------------------------------------------------------------------------------------
+# Labelled or not: training and scoring need labels
+# ------------------------------------------------------------------------------------------------
+UNLABELLED_TARGET = "<unk>"  # T5's preprocessors' target for label -1 (SuperGLUE's and GLUE's test splits)
+
+
+def is_unlabelled(example: Mapping) -> bool:
+    """An example without a label: label -1 (the test splits' marker), or the ``<unk>`` target it becomes."""
+    label = example.get("label")
+    if isinstance(label, (int, float)) and not isinstance(label, bool) and label == -1:
+        return True
+    return str(example.get("targets_pretokenized", "")).strip() == UNLABELLED_TARGET
+
+
+def unlabelled_count(split) -> int:
+    """How many examples of a cached split have no label (recorded by the cache writer, else counted)."""
+    recorded = split.meta.get("unlabelled_examples")
+    if recorded is not None:
+        return int(recorded)
+    return sum(is_unlabelled(example) for example in split.examples)
+
+
+def check_labelled(split, role: str, setting: str) -> None:
+    """Refuse to train on (``role='training'``) or score (``'evaluation'``) a split that is empty or has
+    no labels: either would exit 0 with numbers that mean nothing. ``setting`` is what the user changes."""
+    from xprompt_jax.errors import ConfigError, DataError
+    name = f"{split.meta.get('task', '?')}:{split.meta.get('split', '?')}"
+    if split.num_examples == 0:
+        raise DataError(f"the {role} split {name} ({split.path}) has no examples: its data file is empty or "
+                        f"filtered to nothing; check the file, or choose another split with {setting}")
+    missing = unlabelled_count(split)
+    if missing == split.num_examples:
+        use = ("name a labelled cache with " + setting if "cache" in setting else
+               f"use a labelled split ({setting}={'validation' if role == 'evaluation' else 'train'!r})")
+        raise ConfigError(f"the {role} split {name} has no labels (every example's label is -1, as in SuperGLUE's "
+                          f"and GLUE's test splits), so it cannot be {'trained on' if role == 'training' else 'scored'}: "
+                          f"{use}")
+    if missing:
+        import logging
+        logging.getLogger(__name__).warning(f"[data] {missing} of {split.num_examples} examples of {name} have no "
+                                            "label (-1): they count as wrong answers in scores and train on '<unk>'")

@@ -20,9 +20,10 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 
 from tasks.fingerprint import source_fingerprint
+from xprompt_jax import stopping
 from xprompt_jax.data.cache import FEATURES, CachedSplit, write_cached_split
 from xprompt_jax.data.native_noise import filtered_native_stderr
-from xprompt_jax.data.task_info import TASK_MODULES, task_label_names
+from xprompt_jax.data.task_info import TASK_MODULES, is_unlabelled, task_label_names
 from xprompt_jax.errors import ConfigError, DataError
 
 _TEXT_KEYS = ("inputs_pretokenized", "targets_pretokenized")
@@ -137,7 +138,11 @@ def _write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mapp
     ds = task.get_dataset(sequence_length=lengths, split=split, shuffle=False, num_epochs=1, seed=None)
     if num_examples is not None:
         ds = ds.take(num_examples)
-    raw = list(ds.as_numpy_iterator())
+    raw = []
+    for example in ds.as_numpy_iterator():  # a SIGTERM here stops before anything is written (stopping.py)
+        if len(raw) % 1000 == 0:
+            stopping.check(f"writing the cache of {task_name}:{split} to {out_dir}")
+        raw.append(example)
     fingerprint = source_fingerprint(task_name, split, lengths)
     if num_examples is not None:
         fingerprint["first_examples"] = int(num_examples)
@@ -151,22 +156,29 @@ def _write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mapp
     spec = {key: tf.TensorSpec([None], tf.int32) for key in _TOKEN_KEYS}
     tokens = tf.data.Dataset.from_generator(
         lambda: ({key: ex[key] for key in _TOKEN_KEYS} for ex in raw), output_signature=spec)
-    converted = list(seqio.EncDecFeatureConverter(pack=False)(tokens, lengths).as_numpy_iterator())
+    converted = []
+    for example in seqio.EncDecFeatureConverter(pack=False)(tokens, lengths).as_numpy_iterator():
+        if len(converted) % 1000 == 0:
+            stopping.check(f"writing the cache of {task_name}:{split} to {out_dir}")
+        converted.append(example)
+    stopping.check(f"writing the cache of {task_name}:{split} to {out_dir}")
     features = {}
     for name in FEATURES:
         length = lengths["inputs" if name == "encoder_input_tokens" else "targets"]
         rows = [c[name] for c in converted]
         features[name] = np.stack(rows).astype(np.int32) if rows else np.zeros((0, length), np.int32)
 
+    records = [example_record(ex) for ex in raw]
     meta = {
         "task": task_name, "split": split, "sequence_length": lengths,
         "vocabulary": {"path": _absolute_if_local(vocabulary.sentencepiece_model_file),
                        "extra_ids": vocabulary.extra_ids},
         "label_names": task_label_names(task_name), "truncated": truncated,
+        "unlabelled_examples": sum(is_unlabelled(record) for record in records),
         "feature_converter": "seqio.EncDecFeatureConverter(pack=False)", "source_fingerprint": fingerprint,
     }
     path = write_cached_split(out_dir, meta=meta, features=features,
-                              examples=[example_record(ex) for ex in raw], overwrite=overwrite)
+                              examples=records, overwrite=overwrite)
     for key in _TOKEN_KEYS:
         if truncated[key]:
             logging.warning("%s %s: %d of %d examples had %s longer than %d tokens and were cut", task_name,

@@ -2,8 +2,9 @@
 
 ``MODEL_DIR/checkpoints/<step>/`` holds the ``TrainState`` (trainable params, optimiser state, masks,
 step, RNG) and the data position as JSON; orbax writes each into a temporary folder and renames it
-when complete, so a run killed mid-save leaves the previous checkpoint intact. ``MODEL_DIR/best/<step>/``
-keeps only the best evaluation's trainable params and masks with its metrics. The frozen T5 is never
+when complete, so a run killed mid-save (or stopped by a full disk) leaves the previous checkpoint
+intact, and the temporary folders it left are removed when the run restarts (``cleanup_tmp_directories``).
+``MODEL_DIR/best/<step>/`` keeps only the best evaluation's trainable params and masks with its metrics. The frozen T5 is never
 written: it is re-read from its own checkpoint on restart.
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ class RunCheckpoints:
     def __init__(self, model_dir: str, keep: int = 3):
         self.directory = f"{model_dir.rstrip('/')}/checkpoints"
         self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True))
 
     def latest_step(self) -> Optional[int]:
         return self.manager.latest_step()
@@ -77,7 +79,7 @@ class BestCheckpoint:
         self.metric = metric
         self.directory = f"{model_dir.rstrip('/')}/best"
         self.manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda m: m[metric], best_mode="max",
+            max_to_keep=1, create=True, cleanup_tmp_directories=True, best_fn=lambda m: m[metric], best_mode="max",
             keep_checkpoints_without_metrics=False))
 
     def best(self) -> Optional[Tuple[int, dict]]:
@@ -112,6 +114,19 @@ class BestCheckpoint:
         restored = self.manager.restore(step, args=ocp.args.Composite(params=params_arg,
                                                                       metrics=ocp.args.JsonRestore()))
         return restored.params, restored.metrics
+
+    def restore_intact(self, template=None):
+        """``restore`` of the best step, or None with a warning naming it when it is damaged (truncated array
+        files, a full disk): the caller falls back, as for damaged run checkpoints."""
+        try:
+            return self.restore(template)
+        except FileNotFoundError:
+            return None
+        except Exception as err:  # orbax and tensorstore raise many kinds; none may reach the user raw
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            logger.warning(f"[train] the best checkpoint {self.directory}/{self.manager.best_step()} is damaged "
+                           f"({first_line})")
+            return None
 
     def wait(self):
         self.manager.wait_until_finished()

@@ -139,6 +139,15 @@ def _check_finite(flag, step: int, s: Session) -> None:
                            "was exported. Lower LEARNING_RATE (or check the data), then restart")
 
 
+def _intact(read):
+    """``read()``, or None when the files it reads are damaged (a warning names them)."""
+    try:
+        return read()
+    except Exception as err:  # orbax raises many kinds for truncated files
+        logger.warning(f"[train] the best checkpoint's record is damaged ({str(err).splitlines()[0][:160] if str(err) else type(err).__name__})")
+        return None
+
+
 def _finish(s: Session, step: int, export_peft: bool) -> Dict[str, Any]:
     """Wait for the writes, export the best prompt (or the last, without evaluation), return the result."""
     s.checkpoints.wait()
@@ -146,12 +155,16 @@ def _finish(s: Session, step: int, export_peft: bool) -> Dict[str, Any]:
     result = {"step": step, "final": s.last_eval, "history": s.run_dir.history(), "train_loss": s.train_losses,
               "trainable_parameters": s.n_trainable, "seconds": time.time() - s.started}
     final_trainable, final_masks = s.state.trainable, s.state.masks
-    best_entry = s.best.best()
+    best_entry = _intact(s.best.best)
     if best_entry is not None:
         result["best"] = best_entry[1]
         # Onto this run's shardings: the best may have been saved by another topology (a resumed pod run).
-        params, _ = s.best.restore({"trainable": s.state.trainable, "masks": s.state.masks})
-        final_trainable, final_masks = params["trainable"], params["masks"]
+        restored = s.best.restore_intact({"trainable": s.state.trainable, "masks": s.state.masks})
+        if restored is None:
+            logger.warning(f"[train] exporting the final state (step {step}) instead of the best "
+                           f"(step {best_entry[0]}): its checkpoint is damaged")
+        else:
+            final_trainable, final_masks = restored[0]["trainable"], restored[0]["masks"]
     if s.model.prompt_module is not None:
         prompt_values = np.asarray(s.model.prompt(final_trainable, final_masks))
         if not np.isfinite(prompt_values).all():

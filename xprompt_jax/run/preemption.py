@@ -14,6 +14,8 @@ import threading
 
 import numpy as np
 
+from xprompt_jax import stopping
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,9 +29,14 @@ class PreemptionWatcher:
 
     def _handle(self, signum, frame):
         self.received = signum
-        logger.warning(f"[train] received {signal.Signals(signum).name}: saving a checkpoint after this step")
+        stopping.request(signum)  # long work before the first step (a data cache) stops too
+        logger.warning(f"[run] received {signal.Signals(signum).name}: stopping at the next safe point (a training "
+                       "run saves a checkpoint after this step)")
+
+    _depth = 0  # watchers open in this process (XPrompt's driver holds one around its stages' own)
 
     def __enter__(self) -> "PreemptionWatcher":
+        PreemptionWatcher._depth += 1
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
             for sig in self.signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -39,18 +46,21 @@ class PreemptionWatcher:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous = {}
+        PreemptionWatcher._depth -= 1
+        if PreemptionWatcher._depth == 0:
+            stopping.clear()  # the outermost watcher: the next command in this process starts afresh
 
     def should_stop(self) -> bool:
         """True on every process once any process has received the signal."""
         import jax
-        local = self.received is not None
+        local = self.received is not None or stopping.requested() is not None
         if jax.process_count() == 1:
             return local
         from jax.experimental import multihost_utils
         return bool(np.asarray(multihost_utils.process_allgather(np.array(local))).any())
 
 
-class RunPreempted(Exception):
+class RunPreempted(stopping.Stopped):
     """The run saved a checkpoint at ``step`` and stopped because the machine is being taken away.
 
     Not an error: the CLI exits 0 with a message, and the same command resumes from ``step``. XPrompt

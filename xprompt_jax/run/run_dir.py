@@ -13,6 +13,7 @@ Only process 0 writes; every process reads.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, Dict, List, Optional
 
@@ -20,6 +21,8 @@ from xprompt_jax import export
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.logs import is_main_process
 from xprompt_jax.run.config import require_string
+
+logger = logging.getLogger(__name__)
 
 RUN_CONFIG = "run_config.json"
 METRICS_FILE = "eval_metrics.jsonl"
@@ -91,20 +94,38 @@ class RunDir:
 
     # -- eval_metrics.jsonl -----------------------------------------------------------------------
     def history(self) -> List[dict]:
+        """The evaluations so far. A last line cut short (what a full disk or a kill mid-write leaves) is
+        dropped with a warning, and the file rewritten without it; a damaged line before it is one error."""
         if not os.path.exists(self.metrics_path):
             return []
-        with open(self.metrics_path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        with open(self.metrics_path, encoding="utf-8", errors="replace") as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if number < len(lines):
+                    raise ConfigError(f"{self.metrics_path} line {number} is damaged ({line[:60]!r}); the file is "
+                                      "appended a line at a time, so it was changed outside the run: restore it, "
+                                      "or delete it (the evaluations are then missing from the history)") from None
+                logger.warning(f"[train] the last line of {self.metrics_path} was cut short ({line[:60]!r}): dropped")
+                self._rewrite(records)
+        return records
+
+    def _rewrite(self, records: List[dict]) -> None:
+        if is_main_process():
+            tmp = f"{self.metrics_path}.tmp"
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+            os.replace(tmp, self.metrics_path)
 
     def keep_history_through(self, step: int) -> List[dict]:
         """Drop evaluations after ``step`` (a resumed run repeats them); returns the kept lines."""
         lines = self.history()
         kept = [r for r in lines if r["step"] <= step]
-        if len(kept) != len(lines) and is_main_process():
-            tmp = f"{self.metrics_path}.tmp"
-            with open(tmp, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
-            os.replace(tmp, self.metrics_path)
+        if len(kept) != len(lines):
+            self._rewrite(kept)
         return kept
 
     def append_metrics(self, record: dict) -> None:
@@ -114,11 +135,8 @@ class RunDir:
 
     # -- stopped_early.json -----------------------------------------------------------------------
     def stopped_early_at(self) -> Optional[int]:
-        path = os.path.join(self.path, STOPPED_EARLY)
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return json.load(f)["step"]
+        record = read_json_file(os.path.join(self.path, STOPPED_EARLY), "the step early stopping ended the run at")
+        return None if record is None else record["step"]
 
     def mark_stopped_early(self, step: int) -> None:
         if is_main_process():

@@ -125,14 +125,27 @@ def _load_torch(folder: str) -> Dict[str, np.ndarray]:
             for k, v in state.items()}
 
 
+def _index_shards(folder: str) -> list:
+    """The shard files ``model.safetensors.index.json`` names; a damaged index is one line naming it."""
+    path = storage.join(folder, SAFETENSORS_INDEX)
+    try:
+        index = json.loads(storage.read_bytes(folder, SAFETENSORS_INDEX))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); the file is truncated or corrupt") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{path} has no 'weight_map' (tensor name -> shard file), which every "
+                              "sharded safetensors index has; the file is truncated or not an index")
+    return sorted(set(map(str, weight_map.values())))
+
+
 def read_tensors(folder: str) -> Dict[str, np.ndarray]:
     """Every tensor of the folder by its HF name, from safetensors (single or sharded) or PyTorch."""
     if storage.exists(folder, SAFETENSORS_FILE):
         return _load_safetensors(folder, SAFETENSORS_FILE)
     if storage.exists(folder, SAFETENSORS_INDEX):
-        index = json.loads(storage.read_bytes(folder, SAFETENSORS_INDEX))
         tensors: Dict[str, np.ndarray] = {}
-        for shard in sorted(set(index["weight_map"].values())):
+        for shard in _index_shards(folder):
             tensors.update(_load_safetensors(folder, shard))
         return tensors
     if storage.exists(folder, TORCH_FILE):
@@ -143,7 +156,10 @@ def read_tensors(folder: str) -> Dict[str, np.ndarray]:
 
 def convert(tensors: Mapping[str, np.ndarray], config: T5Config, source: str):
     """HF tensors -> (config with the output layer settled, flat T5X parameter dict)."""
+    used = {"lm_head.weight"}
+
     def take(name: str, transform: Callable = np.transpose) -> np.ndarray:
+        used.add(name)
         if name not in tensors:
             raise CheckpointError(f"{source} lacks the tensor {name!r} that a T5 with {config.num_encoder_layers} "
                                   f"encoder and {config.num_decoder_layers} decoder layers needs")
@@ -186,7 +202,26 @@ def convert(tensors: Mapping[str, np.ndarray], config: T5Config, source: str):
     config = config.replace(logits_via_embedding=not untied)
     if untied:
         out["decoder/logits_dense/kernel"] = np.transpose(lm_head)
+    _check_all_used(tensors, used, config, source)
     return config, out
+
+
+# transformers keeps the embedding's tied copies in some files; they are the shared table itself.
+TIED_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+def _check_all_used(tensors: Mapping[str, np.ndarray], used, config: T5Config, source: str) -> None:
+    """Every tensor of the folder is part of the model its config.json describes: a config that says fewer
+    layers than the weights hold would otherwise load a shallower model without a word."""
+    extra = sorted(name for name in tensors if name not in used and not (
+        name in TIED_COPIES and np.array_equal(tensors[name], tensors["shared.weight"])))
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        raise CheckpointError(f"{source} holds {len(extra)} tensor(s) that the T5 its {CONFIG_FILE} describes "
+                              f"({config.num_encoder_layers} encoder and {config.num_decoder_layers} decoder layers, "
+                              f"{'gated ' if len(config.mlp_activations) > 1 else ''}feed-forward) does not use: "
+                              f"{shown}; {CONFIG_FILE} disagrees with the weights (num_layers, num_decoder_layers "
+                              "or feed_forward_proj): fix it to match them")
 
 
 def read_huggingface_folder(folder: str):

@@ -100,6 +100,24 @@ def check_params(flat: Dict[str, np.ndarray], config: T5Config, source: str) -> 
                               "variant (T5 1.0 vs 1.1) or depth?")
 
 
+def check_finite(flat: Dict[str, np.ndarray], source: str) -> None:
+    """NaN or Inf in a weight is refused at load, naming the arrays: training on it would stop at step 1
+    with advice about the learning rate, which is not the cause."""
+    bad = {}
+    for name, value in flat.items():
+        value = np.asarray(value)
+        if value.dtype.kind not in "fV":  # floats, and ml_dtypes' bfloat16 (kind 'V')
+            continue
+        finite = np.isfinite(value)
+        if not finite.all():
+            bad[name] = int(finite.size - finite.sum())
+    if bad:
+        shown = ", ".join(f"{name} ({count:,})" for name, count in sorted(bad.items())[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(f"{source} holds non-finite weights (NaN or Inf) in {len(bad)} array(s): {shown}{more}; "
+                              "the checkpoint is damaged or was saved from a diverged run: use another one")
+
+
 def load_t5_checkpoint(path: str, config: Union[T5Config, str, None] = None,
                        param_dtype: Optional[str] = None) -> Tuple[T5Config, dict]:
     """Read a T5 checkpoint; return its ``T5Config`` and the nested T5X parameter tree (NumPy).
@@ -124,6 +142,7 @@ def load_t5_checkpoint(path: str, config: Union[T5Config, str, None] = None,
                 f"(e.g. 't5_1_1_base') or a T5Config, or bind t5_config.name in gin.{hint}")
         found_config = wanted
     check_params(flat, found_config, path)
+    check_finite(flat, path)
     if param_dtype is not None:
         found_config = found_config.replace(param_dtype=param_dtype)
     flat = {k: _cast(v, found_config.param_dtype) for k, v in flat.items()}

@@ -7,7 +7,10 @@ no architecture, so the caller checks the returned tree against a ``T5Config``.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
+import logging
 import os
+import posixpath
 from typing import Any, Dict, Mapping
 
 import numpy as np
@@ -17,12 +20,28 @@ from flax import serialization, traverse_util
 from xprompt_jax.errors import CheckpointError
 from xprompt_jax.t5_import import storage
 
+logger = logging.getLogger(__name__)
+
 MSGPACK_FILE = "checkpoint"
 ORBAX_MARKERS = ("_METADATA", "_CHECKPOINT_METADATA", "manifest.ocdbt")
 
 
 def _is_ts_spec(leaf: Any) -> bool:
     return isinstance(leaf, Mapping) and "driver" in leaf and ("kvstore" in leaf or "path" in leaf)
+
+
+def _relative_path(checkpoint_dir: str, name: str, spec: Mapping) -> str:
+    """The leaf's zarr folder relative to the checkpoint; one that leaves the folder is refused.
+
+    Checkpoints travel between people and buckets: a ``kvstore.path`` of ``../../elsewhere`` (or an
+    absolute path or URL) would read weights from outside the folder the user named.
+    """
+    relative = spec["kvstore"]["path"] if "kvstore" in spec else spec["path"]
+    normal = posixpath.normpath(str(relative).replace("\\", "/"))
+    if "://" in str(relative) or posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
+        raise CheckpointError(f"parameter {name} of the T5X checkpoint {checkpoint_dir} points outside the "
+                              f"checkpoint folder ({relative!r}); refused: a checkpoint reads only its own files")
+    return str(relative)
 
 
 def _absolute_spec(checkpoint_dir: str, spec: Mapping) -> dict:
@@ -32,18 +51,55 @@ def _absolute_spec(checkpoint_dir: str, spec: Mapping) -> dict:
     (tensorstore < 0.1.14 put ``path`` at the top level). ``gfile`` is TensorFlow's file system; we
     read the same bytes through tensorstore's own ``file``/``gcs`` drivers.
     """
-    relative = spec["kvstore"]["path"] if "kvstore" in spec else spec["path"]
+    relative = _relative_path(checkpoint_dir, "?", spec)
     folder = storage.kvstore_spec(storage.join(checkpoint_dir, relative))
     # Open what is on disk: the folder's .zarray is the truth for dtype, shape and chunks (a checkpoint
     # converted to bfloat16 after saving still carries the old metadata in its msgpack).
     return {"driver": spec.get("driver", "zarr"), "kvstore": folder}
 
 
+ALLOW_MISSING_CHUNKS = "XPROMPT_ALLOW_MISSING_CHUNKS"
+
+
+def _missing_chunks(store, kvstore) -> list:
+    """Chunk keys the array's grid calls for and its folder lacks (tensorstore reads those as the fill value)."""
+    shape, chunks = store.domain.shape, store.chunk_layout.read_chunk.shape
+    separator = store.spec().to_json().get("metadata", {}).get("dimension_separator", ".")
+    grid = [range(-(-size // chunk)) for size, chunk in zip(shape, chunks)]
+    present = {key.decode() if isinstance(key, bytes) else key for key in ts.KvStore.open(kvstore).result().list().result()}
+    return [key for key in (separator.join(map(str, idx)) for idx in itertools.product(*grid)) if key not in present]
+
+
+def _check_chunks(checkpoint_dir: str, name: str, store, kvstore) -> None:
+    """A missing chunk file is refused, naming the array and the chunk.
+
+    tensorstore fills a missing chunk with the fill value (zeros) without a word, and it also leaves out
+    chunks that are entirely the fill value when it writes. A trained weight matrix has no all-zero block
+    of thousands of rows, so a missing chunk is taken as damage; ``XPROMPT_ALLOW_MISSING_CHUNKS=1`` reads
+    them as zeros instead, with a warning (for arrays that really are zero in parts).
+    """
+    missing = _missing_chunks(store, kvstore)
+    if not missing:
+        return
+    where = f"{storage.join(checkpoint_dir, name)} (chunk{'s' if len(missing) > 1 else ''} {', '.join(missing[:5])}" \
+            f"{' ...' if len(missing) > 5 else ''})"
+    if os.environ.get(ALLOW_MISSING_CHUNKS) == "1":
+        logger.warning(f"[checkpoint] {where} missing: read as zeros ({ALLOW_MISSING_CHUNKS}=1)")
+        return
+    raise CheckpointError(f"the T5X checkpoint is missing chunk files of parameter {where}; tensorstore would "
+                          f"read them as zeros. Copy the checkpoint again (or set {ALLOW_MISSING_CHUNKS}=1 if those "
+                          "blocks really are all zero)")
+
+
 def _read_ts_leaf(checkpoint_dir: str, name: str, spec: Mapping) -> np.ndarray:
+    relative = _relative_path(checkpoint_dir, name, spec)
     full = _absolute_spec(checkpoint_dir, spec)
     try:
         store = ts.open(full, open=True, read=True).result()
+        _check_chunks(checkpoint_dir, relative, store, full["kvstore"])
         return np.asarray(store.read().result())
+    except CheckpointError:
+        raise
     except Exception as err:
         raise CheckpointError(
             f"Cannot read parameter {name} of the T5X checkpoint {checkpoint_dir} from "

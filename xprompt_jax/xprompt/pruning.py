@@ -186,6 +186,11 @@ def plan_for_ratio(ratio: float, length: int, pieces: int, level: str = "hierarc
     if plan.pieces >= total or plan.tokens >= length:
         raise ConfigError(f"ratio {ratio} would prune the whole {length} x {pieces}-piece prompt at level "
                           f"{level!r}; use a smaller ratio or a longer prompt")
+    if plan.pieces == 0:  # the table would show a pruned row that kept every parameter
+        unit, units = ("token", length) if level == "token" else ("piece", total)
+        raise ConfigError(f"ratio {ratio} removes nothing from the {length} x {pieces}-piece prompt at level "
+                          f"{level!r} (it rounds to 0 of {units} {unit}s); a ratio of {1 / units:.4g} prunes one "
+                          f"{unit}: use that or larger")
     return plan
 
 

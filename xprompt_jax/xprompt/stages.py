@@ -28,17 +28,20 @@ from typing import Any, Dict, Optional, Sequence
 import jax
 import numpy as np
 
-from xprompt_jax import assembly, export
+from xprompt_jax import assembly, export, stopping
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.logs import is_main_process
 from xprompt_jax.optimizers import LearningRate, Optimizer
+from xprompt_jax.prompted import PROMPT
 from xprompt_jax.prompts import masks as mask_lib
 from xprompt_jax.prompts.kinds import PromptSpecBase, make_spec
+from xprompt_jax.prompts.modules import MATRIX
 from xprompt_jax.run.checkpoints import BestCheckpoint
 from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel, MeshConfig, RunSettings, ScheduleConfig
 from xprompt_jax.run.data import eval_batches
 from xprompt_jax.run.lock import prepare_model_dir
 from xprompt_jax.run.loop import run_training
+from xprompt_jax.run.preemption import PreemptionWatcher
 from xprompt_jax.run.run_dir import check_model_dir, read_json_file, record_or_refuse
 from xprompt_jax.run.session import Start
 from xprompt_jax.xprompt import heatmaps, importance, pruning
@@ -134,15 +137,35 @@ def xprompt(model_dir: str,
     check_model_dir(model_dir)
     settings = RunSettings(data=data, schedule=schedule, evaluation=evaluation, model=model, optimizer=optimizer,
                            learning_rate=learning_rate, prompt_spec=prompt_spec, mesh=mesh)
-    prompt_spec = settings.prompt_spec
-    ratios = _check_plan(ratios, level, reverse, variant, token_share, prompt_spec, evaluation)
+    plan = PruningPlan(_check_plan(ratios, level, reverse, variant, token_share, settings.prompt_spec, evaluation),
+                       level, reverse, variant, recompute_scores, token_share, importance_examples,
+                       importance_batch_size, heatmaps_png)
     prepare_model_dir(model_dir)
-    check_settings(model_dir, {"variant": variant, "level": level, "ratios": ratios, "reverse": reverse,
+    check_settings(model_dir, {"variant": variant, "level": level, "ratios": plan.ratios, "reverse": reverse,
                                "recompute_scores": recompute_scores, "token_share": token_share,
                                "importance_examples": importance_examples, "seed": data.seed})
-    config, frozen = assembly.open_model(model, data.seed)
+    with PreemptionWatcher():  # SIGTERM between or inside stages: the stage in progress stops cleanly
+        return _run_stages(model_dir, settings, plan)
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningPlan:
+    """XPrompt's stage-2 settings: which ratios, at which level, scored how."""
+    ratios: Sequence[float]
+    level: str
+    reverse: bool
+    variant: str
+    recompute_scores: bool
+    token_share: float
+    importance_examples: Optional[int]
+    importance_batch_size: Optional[int]
+    heatmaps_png: bool
+
+
+def _run_stages(model_dir: str, settings: RunSettings, plan: PruningPlan) -> Dict[str, Any]:
+    config, frozen = assembly.open_model(settings.model, settings.data.seed)
+    prompt_spec, metric = settings.prompt_spec, settings.evaluation.metric
     mask_lib.check_pieces(config.emb_dim, prompt_spec.pieces)
-    metric = evaluation.metric
 
     # Stage 1: prompt tuning. Its best prompt is P*, the rewind point.
     stage1_dir = os.path.join(model_dir, "stage1")
@@ -151,46 +174,58 @@ def xprompt(model_dir: str,
     rows = [{"stage": "prompt tuning", "ratio": 0.0, "tokens": prompt_spec.length,
              "parameters": prompt_spec.length * width, metric: _best_metric(stage1, metric)}]
     logger.info(f"[xprompt] stage 1 done: best {metric} {rows[0][metric]}")
-    best_params, _ = BestCheckpoint(stage1_dir, metric).restore()
-    p_star, stage1_masks = best_params["trainable"], best_params["masks"]
-
     # Stage 2: importance scores and masks for every ratio (masks only lose entries).
     model_ = assembly.prompted_model(config, prompt_spec, frozen)
-    score_fn = _score_fn(model_, p_star, frozen, data, variant, importance_examples, importance_batch_size)
-    plan = _plan_masks(model_dir, ratios, score_fn, stage1_masks, level, reverse, recompute_scores, token_share,
-                       heatmaps_png)
+    p_star, stage1_masks = _rewind_point(stage1_dir, metric, model_)
+    score_fn = _score_fn(model_, p_star, frozen, settings.data, plan)
+    masks_by_ratio = _plan_masks(model_dir, plan, score_fn, stage1_masks)
 
     # Stage 3: rewind to P* under each ratio's masks and retrain with the stage-1 schedule.
-    for ratio, masks in plan:
-        rows.append(_rewind_stage(settings, (config, frozen), model_dir, ratio, masks, p_star, variant, level,
-                                  reverse, metric))
-    summary = {"metric": metric, "variant": variant, "level": level, "reverse": reverse, "rows": rows}
+    for ratio, masks in masks_by_ratio:
+        rows.append(_rewind_stage(settings, (config, frozen), model_dir, ratio, masks, p_star, plan, metric))
+    summary = {"metric": metric, "variant": plan.variant, "level": plan.level, "reverse": plan.reverse, "rows": rows}
     if is_main_process():
         export.save_json(os.path.join(model_dir, "summary.json"), summary)
-        _export_best(model_dir, rows, plan, p_star, model_, metric)
+        _export_best(model_dir, rows, masks_by_ratio, p_star, model_, metric)
         logger.info(format_table(rows, metric))
     return summary
 
 
-def _score_fn(model, p_star, frozen, data: DataConfig, variant, importance_examples, importance_batch_size):
+def _rewind_point(stage1_dir: str, metric: str, model):
+    """P* (stage 1's best prompt) and its masks; from stage 1's export when its best checkpoint is damaged."""
+    restored = BestCheckpoint(stage1_dir, metric).restore_intact()
+    if restored is not None:
+        return restored[0]["trainable"], restored[0]["masks"]
+    saved = assembly.read_saved_prompt(stage1_dir)
+    logger.warning(f"[xprompt] rewinding to stage 1's exported prompt {saved.where} instead")
+    trainable, masks = model.init(jax.random.PRNGKey(0))
+    return {**trainable, PROMPT: {MATRIX: jax.numpy.asarray(saved.values)}}, masks
+
+
+def _score_fn(model, p_star, frozen, data: DataConfig, plan: PruningPlan):
     """Importance at given masks: expected |dL/dmask| on the training split (or random, for Random Prompt)."""
-    if variant == "random":
+    if plan.variant == "random":
         return pruning.random_score_fn(jax.random.PRNGKey(data.seed))
     train_data = assembly.open_data(data, with_eval=False).train
-    batch_size = importance_batch_size or data.batch_size
+    batch_size = plan.importance_batch_size or data.batch_size
+
+    def batches():
+        for batch, valid, _ in eval_batches(train_data, batch_size):
+            stopping.check("computing XPrompt's importance scores (stage 2; the masks of finished ratios are kept)")
+            yield batch, valid
 
     def score_fn(masks):
-        batches = ((batch, valid) for batch, valid, _ in eval_batches(train_data, batch_size))
-        return importance.importance_scores(model, p_star, frozen, masks, batches, max_examples=importance_examples)
+        return importance.importance_scores(model, p_star, frozen, masks, batches(),
+                                            max_examples=plan.importance_examples)
     return score_fn
 
 
-def _rewind_stage(settings: RunSettings, frozen_model, model_dir, ratio, masks, p_star, variant, level, reverse,
+def _rewind_stage(settings: RunSettings, frozen_model, model_dir, ratio, masks, p_star, plan: PruningPlan,
                   metric) -> dict:
     directory = os.path.join(model_dir, "rewind", _ratio_name(ratio))
     prompt_spec, width = settings.prompt_spec, frozen_model[0].emb_dim
     surviving = mask_lib.surviving_parameters(masks[mask_lib.TOKEN_MASK], masks[mask_lib.PIECE_MASK], width)
-    if variant == "length":
+    if plan.variant == "length":
         tokens = max(1, math.ceil(surviving / width))
         spec = make_spec(**{**prompt_spec.to_dict(), "length": tokens})
         result = _train_stage(directory, dataclasses.replace(settings, prompt_spec=spec),
@@ -201,39 +236,57 @@ def _rewind_stage(settings: RunSettings, frozen_model, model_dir, ratio, masks, 
                       masks={k: np.asarray(v) for k, v in masks.items()})
         result = _train_stage(directory, settings, start)
         tokens = int(np.asarray(masks[mask_lib.TOKEN_MASK]).sum())
-    row = {"stage": f"{variant} {level}{' reversed' if reverse else ''}", "ratio": ratio,
+    row = {"stage": f"{plan.variant} {plan.level}{' reversed' if plan.reverse else ''}", "ratio": ratio,
            "tokens": tokens, "parameters": surviving, metric: _best_metric(result, metric)}
     logger.info(f"[xprompt] ratio {ratio:.2f}: {surviving} parameters, best {metric} {row[metric]}")
     return row
 
 
-def _plan_masks(model_dir, ratios, score_fn, stage1_masks, level, reverse, recompute, token_share, draw):
+def _plan_masks(model_dir, plan: PruningPlan, score_fn, stage1_masks):
     """Masks (and scores, heatmaps) for every ratio, read back when stage 2 already ran."""
-    plan, pending = [], []
-    for ratio in ratios:
+    done, pending = [], []
+    for ratio in plan.ratios:
         path = os.path.join(model_dir, "pruning", _ratio_name(ratio), "masks.npz")
-        if os.path.exists(path):
-            with np.load(path) as saved:
-                plan.append((ratio, {k: saved[k] for k in saved.files}))
+        saved = None if pending else _read_masks(path)
+        if saved is None:
+            pending.append(ratio)  # this ratio and every later one (each prunes from the one before)
         else:
-            pending.append(ratio)
+            done.append((ratio, saved))
     if not pending:
-        return plan
+        return done
     logger.info(f"[xprompt] stage 2: importance scores and masks for ratios {pending}")
-    start = plan[-1][1] if plan else {k: np.asarray(v) for k, v in stage1_masks.items()}
-    steps = pruning.ratio_schedule(score_fn, start, pending, level=level, reverse=reverse, recompute=recompute,
-                                   token_share=token_share)
+    start = done[-1][1] if done else {k: np.asarray(v) for k, v in stage1_masks.items()}
+    steps = pruning.ratio_schedule(score_fn, start, pending, level=plan.level, reverse=plan.reverse,
+                                   recompute=plan.recompute_scores, token_share=plan.token_share)
     for step in steps:
         folder = os.path.join(model_dir, "pruning", _ratio_name(step.ratio))
         if is_main_process():
             export.save_npz(os.path.join(folder, "scores.npz"), **step.scores)
-            if draw:
+            if plan.heatmaps_png:
                 heatmaps.save_heatmap(os.path.join(folder, "heatmap.png"), step.scores["piece"],
                                       step.masks[mask_lib.TOKEN_MASK], step.masks[mask_lib.PIECE_MASK],
                                       title=f"importance at ratio {step.ratio:.0%} (grey: pruned)")
             export.save_npz(os.path.join(folder, "masks.npz"), **step.masks)
-        plan.append((step.ratio, dict(step.masks)))
-    return plan
+        done.append((step.ratio, dict(step.masks)))
+    return done
+
+
+def _read_masks(path: str) -> Optional[dict]:
+    """The masks stage 2 saved for a ratio, or None when absent or damaged (recomputed: a full disk or a
+    killed copy leaves a truncated file, and the masks are a deterministic function of the scores)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path) as saved:
+            masks = {k: np.asarray(saved[k]) for k in saved.files}
+        if set(masks) != {mask_lib.TOKEN_MASK, mask_lib.PIECE_MASK}:
+            raise ValueError(f"holds {sorted(masks)}")
+        pruning.check_masks(masks)
+        return masks
+    except Exception as err:  # BadZipFile, EOFError, ValueError, OSError: numpy raises many kinds
+        logger.warning(f"[xprompt] {path} is damaged ({type(err).__name__}: {str(err)[:120]}); recomputing "
+                       "that ratio's masks")
+        return None
 
 
 def _export_best(model_dir, rows, plan, p_star, model, metric):
