@@ -53,3 +53,29 @@ def test_no_tensorflow_start_up_noise_and_no_cache_rewritten(demo):
         assert noise not in stderr + stdout, noise
     assert "rewriting the cache" not in stderr + stdout
     assert sorted(os.listdir(work / "data" / "demo_pretrain")) == ["quick-train-12-10", "quick-validation-12-10"]
+
+
+def _markdown_rows(text: str, header: str):
+    """The rows of the Markdown table that starts with ``header`` in ``text`` (separator line skipped)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == header)
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_the_printed_table_has_the_readmes_rows_and_columns_once(demo):
+    """What a user reads in the README is what the demo prints: the same columns, the same kinds of rows
+    (the quick demo prunes to 50% and 80% where the README's full run shows 30..90%), printed once."""
+    from helpers import REPO
+    _, _, _, stdout = demo
+    readme = (REPO / "README.md").read_text()
+    header = "| stage | pruned | prompt tokens | trainable parameters | accuracy (%) |"
+    assert stdout.count(header) == 1 and readme.count(header) == 1
+    printed, documented = _markdown_rows(stdout, header), _markdown_rows(readme, header)
+    assert {row[0] for row in printed} == {row[0] for row in documented}
+    assert all(len(row) == 5 for row in printed + documented)
+    assert "[xprompt] stage 3:" in stdout and "WARNING:root:" not in stdout

@@ -73,3 +73,44 @@ def test_heatmap_rejects_mismatched_masks(tmp_path):
         heatmaps.save_heatmap(str(tmp_path / "x.png"), np.ones((4, 4)), np.ones(4), np.ones((4, 2)))
     with pytest.raises(ConfigError, match=r"must be \(m, k\)"):
         heatmaps.save_heatmap(str(tmp_path / "x.png"), np.ones(4))
+
+
+def _count_color(rgb, color, tolerance=2.5 / 255):
+    return int(np.all(np.abs(rgb - np.asarray(color)[:3]) < tolerance, axis=-1).sum())
+
+
+def test_a_flat_map_is_drawn_in_one_mid_colour_not_left_empty(tmp_path):
+    path = heatmaps.save_heatmap(str(tmp_path / "flat.png"), np.full((5, 2), 0.3))
+    rgb = mpimg.imread(path)[..., :3]
+    mid = matplotlib.colormaps[heatmaps.COLORMAP](0.5)
+    assert _count_color(rgb, mid) > 0.2 * rgb.shape[0] * rgb.shape[1]   # the cells, not a blank axes
+
+
+def test_a_runs_ratios_share_one_colour_scale_and_an_overview_shows_them_side_by_side(tmp_path):
+    scores = _scores()
+    light = {"token_mask": np.ones(4), "piece_mask": np.ones((4, 4))}
+    heavy = {"token_mask": np.array([1, 1, 0, 1.0]), "piece_mask": np.ones((4, 4))}  # prunes the 1.0 cell
+    entries = [(0.3, scores, light), (0.6, scores * 0.5, heavy)]
+    low, high = heatmaps.run_scale(entries)
+    assert (low, high) == (0.0, float(scores[~heatmaps.pruned_cells(**light)].max()))
+    # The same score gets the same colour in both ratios' pictures (one scale), unlike per-ratio scales.
+    a = heatmaps.save_heatmap(str(tmp_path / "a.png"), scores, **light, scale=(low, high), title="a")
+    b = heatmaps.save_heatmap(str(tmp_path / "b.png"), scores, **light, scale=(0.0, 2.0), title="b")
+    assert not np.array_equal(mpimg.imread(a), mpimg.imread(b))
+    single = mpimg.imread(heatmaps.save_heatmap(str(tmp_path / "one.png"), scores))
+    overview = mpimg.imread(heatmaps.save_overview(str(tmp_path / "all.png"), entries))
+    assert overview.shape[1] > single.shape[1]
+    assert _count_color(overview[..., :3], heatmaps.PRUNED_COLOR) > 0   # the heavy ratio's pruned token
+
+
+@pytest.mark.parametrize("shape", [(5, 2), (20, 16), (100, 16)])
+def test_small_and_large_prompts_get_a_legible_figure(tmp_path, shape):
+    """No title clipped (wrapped to the figure), at most 40 token labels, a bounded height."""
+    from xprompt_jax.xprompt.heatmaps import _figure
+    figure = _figure(np.random.RandomState(0).rand(*shape), np.zeros(shape, bool),
+                     "importance at ratio 50% (grey: pruned)")
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    title = axes.title.get_window_extent()
+    assert title.x0 >= 0 and title.x1 <= figure.bbox.width
+    assert len(axes.get_yticks()) <= 40 and figure.get_size_inches()[1] <= 13.5

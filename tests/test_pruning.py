@@ -404,3 +404,12 @@ def test_score_prune_rewind_retrain_on_the_fixture(tiny):
     dense = np.asarray(mask_lib.dense_mask(masks[TOKEN], masks[PIECE], config.emb_dim))
     assert (prompt[dense == 0] == 0).all()
     assert np.count_nonzero(prompt) == _kept(masks, config.emb_dim) == 6
+
+
+def test_a_token_with_every_piece_pruned_is_not_counted_as_surviving():
+    """XPrompt's "tokens" column counts as the masks act: token 0 keeps its token mask but loses both pieces."""
+    from xprompt_jax.prompts.masks import surviving_tokens
+    token = np.array([1, 1, 0, 1], np.float32)
+    piece = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)
+    assert surviving_tokens(token, piece) == 2                     # tokens 1 and 3
+    assert surviving_tokens(np.ones(3), np.ones((3, 2))) == 3

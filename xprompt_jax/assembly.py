@@ -74,6 +74,26 @@ def _eval_setting(data: DataConfig) -> str:
     return "DataConfig.eval_cache" if data.eval_cache else "EVAL_SPLIT"
 
 
+def model_architecture(source: FrozenModel) -> Optional[T5Config]:
+    """The frozen model's config without reading its weights (a Hugging Face folder's config.json, else the
+    gin-built config), for checks that must come before any data is written; None when unknown."""
+    config = model_config_for(source)
+    if config is not None or not source.checkpoint:
+        return config
+    from xprompt_jax.t5_import import huggingface, resolve_checkpoint
+    folder, kind = resolve_checkpoint(source.checkpoint)
+    if kind != "huggingface":
+        return None
+    return huggingface.config_from_hf(huggingface.read_config(folder), folder)
+
+
+def check_spec(spec: PromptSpecBase, config: T5Config, input_length: Optional[int] = None) -> None:
+    """Every check of ``spec`` against the model's width and the input length, without building weights:
+    run before the data caches are written, so a bad prompt setting costs nothing."""
+    check_prompt_fits(spec.length, None, config, input_length)
+    spec.build_module(config.emb_dim, lambda rng, shape: None)
+
+
 def cached_input_length(split) -> int:
     return int(split.features["encoder_input_tokens"].shape[1])
 

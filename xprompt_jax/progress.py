@@ -22,6 +22,7 @@ class Progress:
     def __init__(self, total: int, start: int = 0, label: str = "train", width: int = 20):
         self.total, self.start, self.label, self.width = total, start, label, width
         self._t0: Optional[float] = None
+        self._created = time.time()
         self._first_done = start
 
     def update(self, done: int, metrics: Optional[Dict[str, float]] = None):
@@ -33,7 +34,9 @@ class Progress:
             rate = (done - self._first_done) / max(now - self._t0, 1e-9)
         filled = int(self.width * done / max(self.total, 1))
         bar = "#" * filled + "." * (self.width - filled)
-        speed = "- steps/s" if rate is None else f"{rate:.2f} steps/s"
-        eta = _clock((self.total - done) / rate) if rate else "?"
+        if rate is None:  # the first line: compiling the step took most of this, so no rate or ETA yet
+            timing = f"first step {now - self._created:.1f}s (with compilation)"
+        else:
+            timing = f"{rate:.2f} steps/s ETA {_clock((self.total - done) / rate) if rate else '?'}"
         shown = " ".join(f"{k} {v:.4g}" for k, v in (metrics or {}).items())
-        logger.info(f"[{self.label}] [{bar}] {done}/{self.total} {speed} ETA {eta} {shown}")
+        logger.info(f"[{self.label}] [{bar}] {done}/{self.total} {timing} {shown}")

@@ -158,8 +158,6 @@ def build_prompted_t5(config: T5Config, spec: PromptSpecBase, frozen_params,
     embedding = frozen_params["token_embedder"]["embedding"]
     init_fn = make_initializer(spec, embedding, label_token_ids)
     module = make_prompt_module(spec, config.emb_dim, init_fn)
-    from xprompt_jax.prompts.masks import check_pieces
-    check_pieces(config.emb_dim, spec.pieces)
     return PromptedT5(config, module, spec.combine)
 
 

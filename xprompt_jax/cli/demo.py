@@ -112,7 +112,7 @@ def run_demo(work_dir: str = "xprompt_demo", quick: bool = False) -> dict:
     logger.info(f"[demo]     no prompt: accuracy {base['no prompt']:.1f}; random untrained prompt: "
                 f"{base['random prompt']:.1f}; always answering '{base['majority_answer']}': {base['majority']:.1f}")
     logger.info("[demo] 3/3 XPrompt: prompt tuning, importance scores, pruning, rewinding")
-    summary = configured.xprompt()
+    summary = configured.xprompt(print_table=False)  # the demo prints one table, with its baselines
 
     rows = [{"stage": f"always answer '{base['majority_answer']}' (majority)", "ratio": None, "tokens": 0,
              "parameters": 0, "accuracy": base["majority"]},
@@ -121,13 +121,16 @@ def run_demo(work_dir: str = "xprompt_demo", quick: bool = False) -> dict:
             {"stage": "random untrained prompt", "ratio": None, "tokens": base["prompt_length"],
              "parameters": 0, "accuracy": base["random prompt"]}] + summary["rows"]
     model_dir = bindings["MODEL_DIR"]
-    heatmaps = sorted(os.path.join(model_dir, "pruning", d, "heatmap.png")
-                      for d in os.listdir(os.path.join(model_dir, "pruning")))
+    pruning_dir = os.path.join(model_dir, "pruning")
+    heatmaps = sorted(os.path.join(pruning_dir, d, "heatmap.png") for d in os.listdir(pruning_dir)
+                      if d.startswith("ratio_"))
     minutes = (time.time() - started) / 60
-    results = {"rows": rows, "heatmaps": heatmaps, "minutes": minutes, "quick": quick}
+    results = {"rows": rows, "heatmaps": heatmaps, "overview": os.path.join(pruning_dir, "heatmaps.png"),
+               "minutes": minutes, "quick": quick}
     export.save_json(os.path.join(work_dir, "demo_results" + ("_quick" if quick else "") + ".json"), results)
     logger.info("\n" + format_demo_table(rows))
-    logger.info(f"\n[demo] heatmaps: {os.path.dirname(os.path.dirname(heatmaps[0]))}/ratio_*/heatmap.png")
+    logger.info(f"\n[demo] heatmaps: {pruning_dir}/heatmaps.png (every ratio side by side) and "
+                f"{pruning_dir}/ratio_*/heatmap.png")
     logger.info(f"[demo] done in {minutes:.1f} min; everything is under {work_dir}")
     return results
 

@@ -60,5 +60,11 @@ def check_macro_bindings(files: Sequence[str], bindings: Sequence[str], search_d
         name = match.group(1)
         close = difflib.get_close_matches(name, sorted(used), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}? " if close else ""
+        if not used:
+            runs = ", ".join(sorted(f"runs/{n}" for n in os.listdir(os.path.join(search_dirs[0], "runs"))
+                                    if n.endswith(".gin"))) if search_dirs else ""
+            raise ConfigError(f"--gin.{name} is not read by any loaded gin file, so it would have no effect: no run "
+                              f"file is loaded; add one with --gin_file (e.g. --gin_file=runs/prompt_tune.gin for "
+                              f"train; run files: {runs})")
         raise ConfigError(f"--gin.{name} is not read by any loaded gin file, so it would have no effect; "
-                          f"{hint}the macros these files read: {', '.join(sorted(used)) or 'none'}")
+                          f"{hint}the macros these files read: {', '.join(sorted(used))}")

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import gin
 
 from xprompt_jax import distributed
+from xprompt_jax.cli import help as command_help
 from xprompt_jax.cli.gin_configurables import ENTRY_POINTS
 from xprompt_jax.cli.gin_flags import GinError, parse_gin, split_gin_args
 from xprompt_jax.errors import CheckpointError, ConfigError, DataError, disk_full_message, no_space_left
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     for name, help_text in COMMANDS.items():
-        command_parser = sub.add_parser(name, help=help_text)
+        epilog = (command_help.command_epilog(name) if name in command_help.RUN_FILES
+                  else command_help.smoke_epilog() if name == "smoke" else None)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
         distributed.add_flags(command_parser)  # --coordinator_address, --num_processes, ... on every command
     sub.choices["smoke"].add_argument("--checkpoint", help="T5X checkpoint folder, T5X run folder or Hugging Face "
                                       "folder (local or gs://)")
@@ -63,6 +67,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         distributed.initialize_from_args(args)
     except distributed.DistributedError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.command in command_help.RUN_FILES and not gin_files:
+        flag, runs = command_help.missing_run_file_advice(args.command)
+        print(f"error: `xprompt-jax {args.command}` is configured by gin files and none was given: add {flag} "
+              f"(and models/, sizes/, prompts/ files; see `xprompt-jax {args.command} --help`). Run files: {runs}",
+              file=sys.stderr)
         return 2
     _compilation_cache_from_environment()
     try:
@@ -130,8 +140,10 @@ def _run_gin_entry(command: str) -> int:
             raise
         text = str(err)
         if "Required bindings" in text or "required positional argument" in text or "gin" in type(err).__module__:
-            print(f"error: gin: {_without_gin_context(err)} (set it with --gin.NAME=VALUE, e.g. "
-                  "--gin.MODEL_DIR=\"'/tmp/run'\")", file=sys.stderr)
+            first = _without_gin_context(err).splitlines()[0]
+            print(f"error: gin: {first} (set it with --gin.NAME=VALUE, e.g. --gin.MODEL_DIR=\"'/tmp/run'\", and "
+                  f"check that {command_help.RUN_FILES.get(command, 'a runs/ file')} is among the --gin_file flags)",
+                  file=sys.stderr)
             return 2
         raise
     return 0

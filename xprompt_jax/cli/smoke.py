@@ -41,7 +41,7 @@ def smoke(args: argparse.Namespace, gin_given: bool) -> int:
     try:
         # T5X checkpoints carry no config: take it from gin when given, else the fixture's architecture.
         config = t5_config() if gin_given else (t5_config(DEFAULT_SMOKE_CONFIG) if args.checkpoint is None else None)
-        config, params = load_t5_checkpoint(path, config)
+        config, params = load_t5_checkpoint(path, config, guess_size=True)
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -22,6 +22,15 @@ logger = logging.getLogger(__name__)
 
 # Where task caches go when DATA_CACHE_DIR is unset.
 DEFAULT_DATA_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "xprompt_jax", "data")
+# The environment's say, as XPROMPT_COMPILATION_CACHE and XPROMPT_VOCAB_PATH do for theirs (the older
+# XPROMPT_DATA_CACHE is read too).
+CACHE_DIR_ENV = ("XPROMPT_DATA_CACHE_DIR", "XPROMPT_DATA_CACHE")
+
+
+def resolve_cache_dir(configured: Optional[str] = None) -> str:
+    """Where task caches live: DATA_CACHE_DIR (DataConfig.cache_dir), else $XPROMPT_DATA_CACHE_DIR, else
+    ``~/.cache/xprompt_jax/data``."""
+    return configured or next((os.environ[v] for v in CACHE_DIR_ENV if os.environ.get(v)), DEFAULT_DATA_CACHE)
 
 
 def open_split(task: Optional[str], split: str, cache: Optional[str], data_cache_dir: Optional[str],
@@ -39,7 +48,7 @@ def open_split(task: Optional[str], split: str, cache: Optional[str], data_cache
     if not task:
         raise ConfigError(f"no data for split {split!r}: set TASK (DataConfig.task), or the cache folder itself "
                           "(DataConfig.train_cache / DataConfig.eval_cache)")
-    data_cache_dir = data_cache_dir or os.environ.get("XPROMPT_DATA_CACHE") or DEFAULT_DATA_CACHE
+    data_cache_dir = resolve_cache_dir(data_cache_dir)
     cache = os.path.join(data_cache_dir, task, f"{split}-{input_length}-{target_length}")
     lengths = {"inputs": int(input_length), "targets": int(target_length)}
     if jax.process_count() == 1:
@@ -91,7 +100,7 @@ def _current_cache(task: str, split: str, cache: str, lengths: Dict[str, int]) -
             return opened
         if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise DataError(f"cannot write the cache of {task}:{split} to {cache} ({err.strerror}): set "
-                            "DATA_CACHE_DIR (or XPROMPT_DATA_CACHE) to a folder you can write") from None
+                            "DATA_CACHE_DIR (or XPROMPT_DATA_CACHE_DIR) to a folder you can write") from None
         raise
 
 

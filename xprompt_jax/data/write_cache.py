@@ -26,6 +26,8 @@ from xprompt_jax.data.native_noise import filtered_native_stderr
 from xprompt_jax.data.task_info import TASK_MODULES, is_unlabelled, task_label_names
 from xprompt_jax.errors import ConfigError, DataError
 
+logger = logging.getLogger(__name__)
+
 _TEXT_KEYS = ("inputs_pretokenized", "targets_pretokenized")
 _TOKEN_KEYS = ("inputs", "targets")
 
@@ -181,8 +183,8 @@ def _write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mapp
                               examples=records, overwrite=overwrite)
     for key in _TOKEN_KEYS:
         if truncated[key]:
-            logging.warning("%s %s: %d of %d examples had %s longer than %d tokens and were cut", task_name,
-                            split, truncated[key], len(raw), key, lengths[key])
+            logger.warning(f"[data] {task_name}:{split}: {truncated[key]} of {len(raw)} examples had {key} longer "
+                           f"than {lengths[key]} tokens and were cut")
     return CachedSplit.open(path)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Dict
 
 import jax.numpy as jnp
+import numpy as np
 
 from xprompt_jax.errors import ConfigError
 
@@ -45,6 +46,14 @@ def dense_mask(token_mask, piece_mask, width: int):
 def apply_masks(prompt, token_mask, piece_mask):
     """``prompt`` (m x e) times its masks; the result has the masks' batch dims, if any."""
     return prompt * dense_mask(token_mask, piece_mask, prompt.shape[-1]).astype(prompt.dtype)
+
+
+def surviving_tokens(token_mask, piece_mask) -> int:
+    """Tokens that keep at least one piece: a token whose pieces are all pruned is pruned, whatever its
+    token mask says (XPrompt's table counts as the masks act)."""
+    token = np.asarray(token_mask) > 0
+    pieces = np.asarray(piece_mask).reshape(token.shape[0], -1) > 0
+    return int((token & pieces.any(axis=1)).sum())
 
 
 def surviving_parameters(token_mask, piece_mask, width: int) -> int:

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from xprompt_jax import assembly, train_step
+from xprompt_jax.data.task_cache import resolve_cache_dir
 from xprompt_jax.data.task_info import metric_names
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import T5Config
@@ -141,9 +142,20 @@ def _describe(model, settings: RunSettings, config, state, mesh, num_examples: i
     return n_trainable
 
 
+def _say_where_caches_are(data: DataConfig) -> None:
+    compiled = jax.config.jax_compilation_cache_dir or "off (XPROMPT_COMPILATION_CACHE)"
+    caches = "named by DataConfig.train_cache/eval_cache" if data.train_cache else resolve_cache_dir(data.cache_dir)
+    logger.info(f"[train] data caches: {caches}; compiled programs: {compiled}")
+
+
 def build_session(model_dir: str, settings: RunSettings, start: Start) -> Session:
     started = time.time()
     data, evaluation, schedule = settings.data, settings.evaluation, settings.schedule
+    _say_where_caches_are(data)
+    if settings.trains != "model":  # settings checks first, before any data cache is written
+        early = start.frozen_model[0] if start.frozen_model is not None else assembly.model_architecture(settings.model)
+        if early is not None:
+            assembly.check_spec(settings.prompt_spec, early, data.input_length)
     splits = assembly.open_data(data)
     if splits.eval is not None:
         _check_metric(evaluation, splits.eval)

@@ -9,6 +9,7 @@ local or ``gs://``. Every parameter is checked against the config before anythin
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import Dict, Optional, Tuple, Union
@@ -20,6 +21,8 @@ from xprompt_jax.errors import CheckpointError
 from xprompt_jax.models.config import NAMED_CONFIGS, T5Config, t5_config
 from xprompt_jax.models.t5 import param_shapes
 from xprompt_jax.t5_import import huggingface, storage, t5x
+
+logger = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
 
@@ -62,6 +65,11 @@ def _resolve_config(config: Union[T5Config, str, None]) -> Optional[T5Config]:
     if config is None or isinstance(config, T5Config):
         return config
     return t5_config(config)
+
+
+def _size_of(name: str) -> str:
+    """The sizes/ gin file of a named config (``t5_1_1_prompt_tuning_test`` -> ``prompt_tuning_test``)."""
+    return re.sub(r"^t5_1_[01]_", "", name)
 
 
 def _guess_names(shapes: Dict[str, tuple]) -> list:
@@ -119,12 +127,13 @@ def check_finite(flat: Dict[str, np.ndarray], source: str) -> None:
 
 
 def load_t5_checkpoint(path: str, config: Union[T5Config, str, None] = None,
-                       param_dtype: Optional[str] = None) -> Tuple[T5Config, dict]:
+                       param_dtype: Optional[str] = None, guess_size: bool = False) -> Tuple[T5Config, dict]:
     """Read a T5 checkpoint; return its ``T5Config`` and the nested T5X parameter tree (NumPy).
 
     ``config`` (a ``T5Config`` or a name such as ``'t5_1_1_base'``) is required for T5X checkpoints,
     which carry none; for Hugging Face folders it is read from ``config.json`` and, if given, must
-    agree. Parameters are cast to ``param_dtype`` (default: the config's).
+    agree. Parameters are cast to ``param_dtype`` (default: the config's). ``guess_size``: a T5X checkpoint
+    given without a config takes the one named config its shapes match, when exactly one does (logged).
     """
     wanted = _resolve_config(config)
     path, fmt = resolve_checkpoint(str(path))
@@ -136,10 +145,15 @@ def load_t5_checkpoint(path: str, config: Union[T5Config, str, None] = None,
         flat = t5x.read_msgpack_checkpoint(path) if fmt == "t5x_msgpack" else t5x.read_orbax_checkpoint(path)
         if wanted is None:
             guesses = _guess_names({k: tuple(v.shape) for k, v in flat.items()})
-            hint = f" Its shapes match: {', '.join(guesses)}." if guesses else ""
-            raise CheckpointError(
-                f"{path} is a T5X checkpoint, which stores no architecture: pass config= a size name "
-                f"(e.g. 't5_1_1_base') or a T5Config, or bind t5_config.name in gin.{hint}")
+            if not (guess_size and len(guesses) == 1):
+                hint = (f" Its shapes match {', '.join(guesses)}: e.g. --gin_file=sizes/{_size_of(guesses[0])}.gin"
+                        if guesses else " No known size matches its shapes.")
+                raise CheckpointError(
+                    f"{path} is a T5X checkpoint, which stores no architecture: give its size with "
+                    f"--gin_file=sizes/<size>.gin (and --gin_file=models/t5_1_0.gin for T5 1.0) on the command "
+                    f"line, or config='t5_1_1_base' (a name or a T5Config) in Python.{hint}")
+            logger.info(f"[checkpoint] {path} stores no architecture; its shapes match only {guesses[0]}: using it")
+            wanted = t5_config(guesses[0])
         found_config = wanted
     check_params(flat, found_config, path)
     check_finite(flat, path)

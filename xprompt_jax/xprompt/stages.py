@@ -73,6 +73,11 @@ def _train_stage(directory: str, settings: RunSettings, start: Start) -> dict:
     return summary
 
 
+def _shown(value: Optional[float]) -> str:
+    """A score as a person reads it (2 decimals, as the tables); the JSON files keep full precision."""
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _best_metric(result: dict, metric: str) -> Optional[float]:
     best = result.get("best") or result.get("final") or {}
     return best.get(metric)
@@ -120,6 +125,7 @@ def xprompt(model_dir: str,
             importance_examples: Optional[int] = None,
             importance_batch_size: Optional[int] = None,
             heatmaps_png: bool = True,
+            print_table: bool = True,
             data: DataConfig = DataConfig(),
             schedule: ScheduleConfig = ScheduleConfig(),
             evaluation: EvalConfig = EvalConfig(),
@@ -132,14 +138,15 @@ def xprompt(model_dir: str,
 
     Every stage trains with the same settings objects as ``train`` (``runs/xprompt.gin`` binds the
     same ones), so every rewind uses the stage-1 schedule. ``importance_examples`` limits the training
-    examples the scores average over (default: all).
+    examples the scores average over (default: all). ``print_table=False``: the caller prints its own
+    (the demo's, with its baselines).
     """
     check_model_dir(model_dir)
     settings = RunSettings(data=data, schedule=schedule, evaluation=evaluation, model=model, optimizer=optimizer,
                            learning_rate=learning_rate, prompt_spec=prompt_spec, mesh=mesh)
     plan = PruningPlan(_check_plan(ratios, level, reverse, variant, token_share, settings.prompt_spec, evaluation),
                        level, reverse, variant, recompute_scores, token_share, importance_examples,
-                       importance_batch_size, heatmaps_png)
+                       importance_batch_size, heatmaps_png, print_table)
     prepare_model_dir(model_dir)
     check_settings(model_dir, {"variant": variant, "level": level, "ratios": plan.ratios, "reverse": reverse,
                                "recompute_scores": recompute_scores, "token_share": token_share,
@@ -160,6 +167,7 @@ class PruningPlan:
     importance_examples: Optional[int]
     importance_batch_size: Optional[int]
     heatmaps_png: bool
+    print_table: bool = True
 
 
 def _run_stages(model_dir: str, settings: RunSettings, plan: PruningPlan) -> Dict[str, Any]:
@@ -168,12 +176,13 @@ def _run_stages(model_dir: str, settings: RunSettings, plan: PruningPlan) -> Dic
     mask_lib.check_pieces(config.emb_dim, prompt_spec.pieces)
 
     # Stage 1: prompt tuning. Its best prompt is P*, the rewind point.
+    logger.info("[xprompt] stage 1: prompt tuning (its best prompt is the rewind point P*)")
     stage1_dir = os.path.join(model_dir, "stage1")
     stage1 = _train_stage(stage1_dir, settings, Start(frozen_model=(config, frozen)))
     width = config.emb_dim
     rows = [{"stage": "prompt tuning", "ratio": 0.0, "tokens": prompt_spec.length,
              "parameters": prompt_spec.length * width, metric: _best_metric(stage1, metric)}]
-    logger.info(f"[xprompt] stage 1 done: best {metric} {rows[0][metric]}")
+    logger.info(f"[xprompt] stage 1 done: best {metric} {_shown(rows[0][metric])}")
     # Stage 2: importance scores and masks for every ratio (masks only lose entries).
     model_ = assembly.prompted_model(config, prompt_spec, frozen)
     p_star, stage1_masks = _rewind_point(stage1_dir, metric, model_)
@@ -181,13 +190,16 @@ def _run_stages(model_dir: str, settings: RunSettings, plan: PruningPlan) -> Dic
     masks_by_ratio = _plan_masks(model_dir, plan, score_fn, stage1_masks)
 
     # Stage 3: rewind to P* under each ratio's masks and retrain with the stage-1 schedule.
+    logger.info(f"[xprompt] stage 3: rewinding to P* and retraining under each ratio's masks "
+                f"({', '.join(f'{r:.0%}' for r, _ in masks_by_ratio)})")
     for ratio, masks in masks_by_ratio:
         rows.append(_rewind_stage(settings, (config, frozen), model_dir, ratio, masks, p_star, plan, metric))
     summary = {"metric": metric, "variant": plan.variant, "level": plan.level, "reverse": plan.reverse, "rows": rows}
     if is_main_process():
         export.save_json(os.path.join(model_dir, "summary.json"), summary)
         _export_best(model_dir, rows, masks_by_ratio, p_star, model_, metric)
-        logger.info(format_table(rows, metric))
+        if plan.print_table:
+            logger.info(format_table(rows, metric))
     return summary
 
 
@@ -235,10 +247,10 @@ def _rewind_stage(settings: RunSettings, frozen_model, model_dir, ratio, masks, 
         start = Start(frozen_model=frozen_model, trainable=pruning.rewind(p_star, masks),
                       masks={k: np.asarray(v) for k, v in masks.items()})
         result = _train_stage(directory, settings, start)
-        tokens = int(np.asarray(masks[mask_lib.TOKEN_MASK]).sum())
+        tokens = mask_lib.surviving_tokens(masks[mask_lib.TOKEN_MASK], masks[mask_lib.PIECE_MASK])
     row = {"stage": f"{plan.variant} {plan.level}{' reversed' if plan.reverse else ''}", "ratio": ratio,
            "tokens": tokens, "parameters": surviving, metric: _best_metric(result, metric)}
-    logger.info(f"[xprompt] ratio {ratio:.2f}: {surviving} parameters, best {metric} {row[metric]}")
+    logger.info(f"[xprompt] ratio {ratio:.2f}: {surviving} parameters, best {metric} {_shown(row[metric])}")
     return row
 
 
@@ -262,13 +274,30 @@ def _plan_masks(model_dir, plan: PruningPlan, score_fn, stage1_masks):
         folder = os.path.join(model_dir, "pruning", _ratio_name(step.ratio))
         if is_main_process():
             export.save_npz(os.path.join(folder, "scores.npz"), **step.scores)
-            if plan.heatmaps_png:
-                heatmaps.save_heatmap(os.path.join(folder, "heatmap.png"), step.scores["piece"],
-                                      step.masks[mask_lib.TOKEN_MASK], step.masks[mask_lib.PIECE_MASK],
-                                      title=f"importance at ratio {step.ratio:.0%} (grey: pruned)")
             export.save_npz(os.path.join(folder, "masks.npz"), **step.masks)
         done.append((step.ratio, dict(step.masks)))
+    if plan.heatmaps_png and is_main_process():
+        _draw_heatmaps(model_dir, done)
     return done
+
+
+def _draw_heatmaps(model_dir: str, done) -> None:
+    """Each ratio's heatmap and ``pruning/heatmaps.png`` (all ratios side by side), on one colour scale per
+    run so the pictures compare across ratios."""
+    entries = []
+    for ratio, masks in done:
+        scores_file = os.path.join(model_dir, "pruning", _ratio_name(ratio), "scores.npz")
+        if os.path.exists(scores_file):
+            with np.load(scores_file) as saved:
+                entries.append((ratio, np.asarray(saved["piece"]), masks))
+    if not entries:
+        return
+    scale = heatmaps.run_scale(entries)
+    for ratio, scores, masks in entries:
+        heatmaps.save_heatmap(os.path.join(model_dir, "pruning", _ratio_name(ratio), "heatmap.png"), scores,
+                              masks[mask_lib.TOKEN_MASK], masks[mask_lib.PIECE_MASK], scale=scale,
+                              title=f"importance at ratio {ratio:.0%} (grey: pruned)")
+    heatmaps.save_overview(os.path.join(model_dir, "pruning", "heatmaps.png"), entries)
 
 
 def _read_masks(path: str) -> Optional[dict]:

@@ -61,8 +61,10 @@ class PromptSpecBase:
         raise NotImplementedError
 
     def module_args(self, width: int, init_fn: Callable) -> dict:
-        """The arguments every prompt module takes."""
-        return dict(length=self.length, width=width, pieces=self.pieces, init_fn=init_fn)
+        """The arguments every prompt module takes. Pieces matter only to XPrompt, which checks that k divides
+        the width before it runs; any other run with a k that does not divide it masks whole tokens (k = 1)."""
+        pieces = self.pieces if width % self.pieces == 0 else 1
+        return dict(length=self.length, width=width, pieces=pieces, init_fn=init_fn)
 
     @classmethod
     def common_fields(cls) -> tuple:
