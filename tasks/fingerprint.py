@@ -62,7 +62,7 @@ def _stat(path: str) -> Optional[List[int]]:
 
 
 def _vocabulary(path: str) -> Dict[str, Any]:
-    if "://" in path:
+    if "://" in path or path in ("byte", "bytes"):  # a bucket (by name), or ByT5's built-in byte vocabulary
         return {"path": path, "file": None}
     return {"path": os.path.abspath(path), "file": _stat(path)}
 

@@ -36,9 +36,16 @@ def resolve_vocab_path(path: Optional[str] = None) -> str:
     return path or os.environ.get(VOCAB_PATH_ENV) or DEFAULT_VOCAB_PATH
 
 
-def get_vocabulary(path: Optional[str] = None) -> seqio.SentencePieceVocabulary:
-    """T5's vocabulary: 32,000 pieces plus 100 sentinels (``extra_ids``). Loaded lazily, on first use."""
-    return seqio.SentencePieceVocabulary(resolve_vocab_path(path), extra_ids=EXTRA_IDS)
+BYTE_VOCABULARY = "byte"  # vocab_path / XPROMPT_VOCAB_PATH naming ByT5's byte vocabulary
+
+
+def get_vocabulary(path: Optional[str] = None) -> seqio.Vocabulary:
+    """T5's vocabulary: 32,000 pieces plus 100 sentinels (``extra_ids``), or another SentencePiece model
+    (mT5's); ``'byte'``: ``seqio.ByteVocabulary`` (ByT5). Loaded lazily, on first use."""
+    resolved = resolve_vocab_path(path)
+    if resolved in (BYTE_VOCABULARY, "bytes"):
+        return seqio.ByteVocabulary()
+    return seqio.SentencePieceVocabulary(resolved, extra_ids=EXTRA_IDS)
 
 
 def output_features(path: Optional[str] = None) -> dict:

@@ -35,8 +35,8 @@ def write_label_task(path, vocab_path, n=48, seed=0, inputs_length=12, task="tes
 
     ``varied_lengths``: inputs of 3 to ``inputs_length // 2`` tokens (row 0 full length), 0-padded to
     ``inputs_length``, and targets padded to 16, as real tasks are, so length buckets cut both."""
-    from xprompt_jax.vocabulary import Vocabulary
-    vocab = Vocabulary(str(vocab_path))
+    from xprompt_jax.vocabulary import load_vocabulary
+    vocab = load_vocabulary(str(vocab_path))  # a SentencePiece model, or 'byte' (ByT5)
     rng = np.random.RandomState(seed)
     label_ids = vocab.encode_padded(list(labels))
     inputs = rng.randint(3, 300, (n, inputs_length)).astype(np.int32)

@@ -266,3 +266,17 @@ def test_tasks_outside_the_specs_take_label_names_from_their_module(tmp_path):
     cache = write_cache("demo_max", "validation", str(tmp_path / "demo"), {"inputs": 16, "targets": 4},
                         num_examples=8)
     assert cache.meta["label_names"] == [str(d) for d in range(10)] and cache.num_examples == 8
+
+
+def test_the_byte_vocabulary_is_seqios_on_both_sides():
+    """XPROMPT_VOCAB_PATH=byte (or vocab_path='byte') gives the tasks seqio.ByteVocabulary; the TF-free side
+    (evaluation, label ids, decoding) encodes exactly as it does."""
+    import seqio
+
+    from tasks.superglue import get_vocabulary
+    from xprompt_jax.vocabulary import load_vocabulary
+    ours, theirs = load_vocabulary("byte"), get_vocabulary("byte")
+    assert isinstance(theirs, seqio.ByteVocabulary)
+    for text in ("entailment", "café ☕", ""):
+        assert ours.encode(text, add_eos=False) == list(theirs.encode(text))
+        assert ours.decode(ours.encode(text)) == theirs.decode(theirs.encode(text))

@@ -128,3 +128,63 @@ def test_given_config_must_agree_with_config_json(hf_fixture_dir):
     assert merged.dtype == "bfloat16" and merged.remat == "full"
     with pytest.raises(CheckpointError, match="emb_dim: checkpoint 16 vs config 32"):
         load_t5_checkpoint(hf_fixture_dir, config=config.replace(emb_dim=32))
+
+
+FAMILY_FIXTURES = {  # folder -> (what its config.json must give, the reference logits' key)
+    "hf_mt5_tiny": (dict(vocab_size=250112, mlp_activations=("gelu", "linear")), "logits_first_32128"),
+    "hf_ul2_style_tiny": (dict(vocab_size=32128, mlp_activations=("silu", "linear")), "logits"),
+    "hf_byt5_tiny": (dict(vocab_size=384, num_encoder_layers=3, num_decoder_layers=1), "logits"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_FIXTURES))
+def test_mt5_ul2_and_byt5_folders_match_pytorch(name):
+    """mT5 (its logits checked on the first 32,128 of 250,112 columns, as stored), gated-SiLU UL2 and ByT5
+    (bytes + 3, deep encoder, shallow decoder), to the tolerances of the T5 folders."""
+    from helpers import shared_path
+    folder = shared_path("fixtures", name)
+    expected, logits_key = FAMILY_FIXTURES[name]
+    config, params = load_t5_checkpoint(folder)
+    assert {k: getattr(config, k) for k in expected} == expected
+    ref = np.load(folder / "reference.npz")
+    model = T5(config)
+    logits = model.apply({"params": params}, ref["input_ids"], ref["decoder_input_ids"])
+    assert _rel_err(np.asarray(logits)[..., :ref[logits_key].shape[-1]], ref[logits_key]) < 1e-4
+    np.testing.assert_allclose(score_targets(model, params, ref["input_ids"], ref["targets"]), ref["target_loglik"],
+                               rtol=1e-4)
+    steps = ref["greedy_ids"].shape[1] - 1
+    greedy = greedy_decode(model, params, ref["input_ids"], steps, min_decode_length=steps)
+    np.testing.assert_array_equal(greedy, ref["greedy_ids"][:, 1:])
+
+
+@pytest.mark.parametrize("hub,named", [("google/flan-t5-base", "flan_t5_base"), ("google/mt5-small", "mt5_small"),
+                                       ("google/ul2", "ul2_20B"), ("google/byt5-xl", "byt5_xl")])
+def test_hub_names_map_to_the_named_configs(hub, named):
+    from xprompt_jax.models.config import NAMED_CONFIGS, t5_config
+    assert t5_config(hub) == NAMED_CONFIGS[named]
+
+
+def test_a_byt5_run_trains_and_evaluates_with_the_byte_vocabulary(tmp_path):
+    """ByT5 end to end on the tiny byte fixture: caches tokenised as UTF-8 bytes + 3, a sampled-vocabulary
+    prompt drawn from the 259 byte rows (not the 125 padding rows), training, rank-classification
+    evaluation over the byte-encoded labels, and the export."""
+    from helpers import shared_path, train, write_label_task
+
+    from xprompt_jax.prompts import initializers
+    from xprompt_jax.prompts.kinds import make_spec
+    from xprompt_jax.vocabulary import load_vocabulary
+    folder = str(shared_path("fixtures", "hf_byt5_tiny"))
+    vocab = load_vocabulary("byte")
+    assert vocab.decode(vocab.encode("café")) == "café" and vocab.encode("a", add_eos=False) == [ord("a") + 3]
+    train_cache = write_label_task(tmp_path / "train", "byte", n=16)
+    eval_cache = write_label_task(tmp_path / "eval", "byte", n=8, seed=1)
+    result = train(model_dir=str(tmp_path / "run"), checkpoint=folder, train_cache=train_cache, eval_cache=eval_cache,
+                   batch_size=8, train_steps=4, eval_period=2, checkpoint_period=4, mesh_data=1,
+                   prompt_spec=make_spec(length=3, init="sampled_vocabulary", pieces=4))
+    assert "accuracy" in result["best"] and np.isfinite(result["prompt"]).all()
+    assert (tmp_path / "run" / "export" / "prompt.npy").exists()
+    _, params = load_t5_checkpoint(folder)
+    table = np.asarray(params["token_embedder"]["embedding"])
+    drawn = np.asarray(initializers.sampled_vocabulary(table, 5000, vocab.piece_count)(jax.random.PRNGKey(0), (200, 16)))
+    rows = {int(np.flatnonzero((table == row).all(1))[0]) for row in drawn}
+    assert max(rows) < vocab.piece_count and min(rows) >= 3

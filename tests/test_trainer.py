@@ -156,7 +156,7 @@ def test_a_training_run_imports_no_tensorflow(data, tmp_path):
         "from xprompt_jax.run.loop import train\n"
         "from xprompt_jax.run.config import DataConfig, FrozenModel, ScheduleConfig\n"
         "from xprompt_jax.models.config import t5_config\n"
-        "from xprompt_jax.prompted import PromptSpec\n"
+        "from xprompt_jax.prompts.kinds import make_spec\n"
         
         f"train({str(tmp_path / 'run')!r}, model=FrozenModel({data['checkpoint']!r}, t5_config('t5_1_1_prompt_tuning_test')),\n"
         f"    data=DataConfig(train_cache={data['train']!r}, eval_cache={data['eval']!r}, batch_size=8),\n"

@@ -128,7 +128,7 @@ def prompted_model(config: T5Config, spec: Optional[PromptSpecBase], frozen,
     if splits is None:
         return build_prompted_t5(config, spec, frozen)
     return build_prompted_t5(config, spec, frozen, label_token_ids(splits.vocabulary, splits.train),
-                             input_length=splits.cached_input_length)
+                             input_length=splits.cached_input_length, vocab_pieces=splits.vocabulary.piece_count)
 
 
 def prompted_from_saved(config: T5Config, saved: SavedPrompt, combine: str = "prefix",

@@ -31,17 +31,20 @@ __all__ = ["PROMPT", "T5_WEIGHTS", "MATERIALIZED", "PromptedT5", "PromptSpecBase
            "check_prompt_fits", "make_spec"]  # make_spec(kind=..., **fields): gin's ``xprompt_jax.PromptSpec``
 
 
-def make_initializer(spec: PromptSpecBase, embedding, label_token_ids: Optional[Sequence[Sequence[int]]] = None):
-    """The ``(rng, shape) -> array`` closure ``spec`` asks for, bound to the frozen embedding table."""
+def make_initializer(spec: PromptSpecBase, embedding, label_token_ids: Optional[Sequence[Sequence[int]]] = None,
+                     vocab_pieces: Optional[int] = None):
+    """The ``(rng, shape) -> array`` closure ``spec`` asks for, bound to the frozen embedding table
+    (``vocab_pieces``: how many of its rows the vocabulary uses, for sampling)."""
     if spec.init == "uniform":
         return initializers.uniform(spec.init_scale)
+    sampled = initializers.sampled_vocabulary(embedding, spec.population_size, vocab_pieces) \
+        if spec.init in ("sampled_vocabulary", "class_labels") else None
     if spec.init == "sampled_vocabulary":
-        return initializers.sampled_vocabulary(embedding, spec.population_size)
+        return sampled
     if spec.init == "class_labels":
         if not label_token_ids:
             raise ConfigError("PromptSpec.init='class_labels' needs a task with label names; this task has none")
-        return initializers.class_labels(embedding, label_token_ids,
-                                         initializers.sampled_vocabulary(embedding, spec.population_size))
+        return initializers.class_labels(embedding, label_token_ids, sampled)
     from xprompt_jax import export  # 'file': a .npy or another run's exported prompt
     return initializers.from_array(*export.load_prompt_source(spec.init_file))
 
@@ -152,11 +155,11 @@ def check_prompt_fits(length: int, width: Optional[int], config: Optional[T5Conf
 
 def build_prompted_t5(config: T5Config, spec: PromptSpecBase, frozen_params,
                       label_token_ids: Optional[Sequence[Sequence[int]]] = None,
-                      input_length: Optional[int] = None) -> PromptedT5:
+                      input_length: Optional[int] = None, vocab_pieces: Optional[int] = None) -> PromptedT5:
     """Check ``spec`` against the model and bind its initialiser to the frozen embedding table."""
     check_prompt_fits(spec.length, None, config, input_length)
     embedding = frozen_params["token_embedder"]["embedding"]
-    init_fn = make_initializer(spec, embedding, label_token_ids)
+    init_fn = make_initializer(spec, embedding, label_token_ids, vocab_pieces)
     module = make_prompt_module(spec, config.emb_dim, init_fn)
     return PromptedT5(config, module, spec.combine)
 

@@ -25,6 +25,7 @@ from xprompt_jax.data.cache import FEATURES, CachedSplit, write_cached_split
 from xprompt_jax.data.native_noise import filtered_native_stderr
 from xprompt_jax.data.task_info import TASK_MODULES, is_unlabelled, task_label_names
 from xprompt_jax.errors import ConfigError, DataError
+from xprompt_jax.vocabulary import BYTE_VOCABULARY
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ def _plain(value: Any) -> Any:
 
 def _absolute_if_local(path: str) -> str:
     """A local vocabulary path made absolute, so the cache names it from any working directory."""
+    if path == BYTE_VOCABULARY:
+        return path
     return os.path.abspath(path) if "://" not in path and os.path.exists(path) else path
 
 
@@ -136,7 +139,8 @@ def _write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mapp
     if split not in task.splits:
         raise DataError(f"task {task_name} has no split {split!r}; its splits: {', '.join(task.splits)}")
     vocabulary = task.output_features["targets"].vocabulary
-    _check_vocabulary(vocabulary.sentencepiece_model_file)
+    vocabulary_path = getattr(vocabulary, "sentencepiece_model_file", None) or BYTE_VOCABULARY  # seqio.ByteVocabulary
+    _check_vocabulary(vocabulary_path)
     ds = task.get_dataset(sequence_length=lengths, split=split, shuffle=False, num_epochs=1, seed=None)
     if num_examples is not None:
         ds = ds.take(num_examples)
@@ -173,8 +177,7 @@ def _write_cache(task_name: str, split: str, out_dir: str, sequence_length: Mapp
     records = [example_record(ex) for ex in raw]
     meta = {
         "task": task_name, "split": split, "sequence_length": lengths,
-        "vocabulary": {"path": _absolute_if_local(vocabulary.sentencepiece_model_file),
-                       "extra_ids": vocabulary.extra_ids},
+        "vocabulary": {"path": _absolute_if_local(vocabulary_path), "extra_ids": vocabulary.extra_ids},
         "label_names": task_label_names(task_name), "truncated": truncated,
         "unlabelled_examples": sum(is_unlabelled(record) for record in records),
         "feature_converter": "seqio.EncDecFeatureConverter(pack=False)", "source_fingerprint": fingerprint,

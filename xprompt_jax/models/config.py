@@ -48,16 +48,16 @@ class T5Config:
         if self.remat not in ("none", "full", "minimal"):
             raise ValueError(f"T5Config.remat must be 'none', 'full' or 'minimal', got {self.remat!r}")
         for act in self.mlp_activations:
-            if act not in ("relu", "gelu", "linear"):
-                raise ValueError(
-                    f"T5Config.mlp_activations: unknown activation {act!r} (use 'relu', 'gelu', 'linear')")
+            if act not in ("relu", "gelu", "silu", "linear"):
+                raise ValueError(f"T5Config.mlp_activations: unknown activation {act!r} "
+                                 "(use 'relu', 'gelu', 'silu', 'linear')")
 
     def replace(self, **changes) -> "T5Config":
         return dataclasses.replace(self, **changes)
 
     @property
     def variant(self) -> str:
-        return "t5_1_0" if self.logits_via_embedding else "t5_1_1"
+        return "t5_1_0" if self.logits_via_embedding else "t5_1_1"  # the layout; families: models/families.py
 
 
 # (num_heads, num_layers per stack, emb_dim, mlp_dim), docs/methods.md section 1 and the T5 paper.
@@ -110,6 +110,8 @@ def _named_configs() -> dict:
     named["t5_1_1_demo"] = T5Config(
         vocab_size=128, num_heads=4, head_dim=16, emb_dim=64, mlp_dim=128, num_encoder_layers=2,
         num_decoder_layers=2, relative_attention_num_buckets=16, relative_attention_max_distance=32)
+    from xprompt_jax.models.families import family_configs  # Flan-T5, mT5, UL2, ByT5 (one module each job)
+    named.update(family_configs(named))
     return named
 
 
@@ -119,7 +121,8 @@ NAMED_CONFIGS = _named_configs()
 def t5_config(name: Optional[str] = None, variant: str = "t5_1_1", size: str = "base", **overrides) -> T5Config:
     """A named T5 config with overrides; gin layers bind ``variant`` (models/) and ``size`` (sizes/).
 
-    ``name`` is a full name (``t5_1_0_small``, ``t5_1_1_tiny``) or a bare size, which means T5 1.1,
+    ``name`` is a full name (``t5_1_0_small``, ``t5_1_1_tiny``, ``mt5_base``), a Hugging Face hub name
+    (``google/flan-t5-base``, ``models/families.HUB_NAMES``) or a bare size, which means T5 1.1,
     the family prompt tuning and XPrompt start from (the LM-adapted checkpoints
     ``t5_1_1_lm100k_{size}`` share these shapes). Without ``name``: ``{variant}_{size}``.
     Any other keyword (``dtype='bfloat16'``, ``remat='full'``...) overrides a field.
@@ -127,6 +130,8 @@ def t5_config(name: Optional[str] = None, variant: str = "t5_1_1", size: str = "
     if name is None:
         key = f"{variant}_{size}"
     else:
+        from xprompt_jax.models.families import HUB_NAMES
+        name = HUB_NAMES.get(name, name)  # google/flan-t5-base & co.
         key = name if name in NAMED_CONFIGS else f"t5_1_1_{name}"
     if key not in NAMED_CONFIGS:
         raise ValueError(f"Unknown T5 config {name or key!r}; known: {', '.join(sorted(NAMED_CONFIGS))}")

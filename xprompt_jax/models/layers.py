@@ -105,6 +105,8 @@ class MlpBlock(nn.Module):
                 h = jax.nn.relu(h)
             elif act == "gelu":
                 h = jax.nn.gelu(h, approximate=True)
+            elif act == "silu":  # UL2 / Flan-UL2's gated SiLU (SwiGLU)
+                h = jax.nn.silu(h)
             hidden = h if hidden is None else hidden * h
         hidden = _constrain(hidden, (BATCH, LENGTH, MLP))
         hidden = nn.Dropout(rate=self.dropout_rate, broadcast_dims=(-2,))(hidden, deterministic=deterministic)

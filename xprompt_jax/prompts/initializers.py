@@ -27,18 +27,21 @@ def uniform(scale: float = 0.5) -> Initializer:
     return init
 
 
-def sampled_vocabulary(embedding, population_size: int = 5000) -> Initializer:
+def sampled_vocabulary(embedding, population_size: int = 5000, vocab_pieces: Optional[int] = None) -> Initializer:
     """Rows of the frozen embedding table, drawn from the ``population_size`` most common pieces.
 
     SentencePiece ids are ordered by frequency, so the most common pieces are the first ids after
     the special ones. Drawn without replacement when the prompt is no longer than the population.
+    ``vocab_pieces``: the vocabulary's real ids (ByT5's 259 of 384 embedding rows; mT5's 250,000 pieces of
+    250,112): rows past them are padding the model never saw, and are not drawn.
     """
     embedding = jnp.asarray(embedding)
+    rows_in_use = min(embedding.shape[0], vocab_pieces or embedding.shape[0])
 
     def init(rng, shape):
         length, width = tuple(shape)
         _check_width(embedding, width)
-        population = min(population_size, embedding.shape[0] - FIRST_WORD_ID)
+        population = min(population_size, rows_in_use - FIRST_WORD_ID)
         rows = FIRST_WORD_ID + jax.random.choice(rng, population, (length,), replace=length > population)
         return jnp.take(embedding, rows, axis=0).astype(jnp.float32)
     return init

@@ -213,10 +213,14 @@ class RunSettings:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default())
 
-    def identity(self, config: T5Config) -> Dict[str, Any]:
-        """What defines the run: a restart that changes any of these is refused (``RunDir.check_config``)."""
+    def identity(self, config: T5Config, vocabulary: Optional[str] = None) -> Dict[str, Any]:
+        """What defines the run: a restart that changes any of these is refused (``RunDir.check_config``).
+        ``vocabulary``: the path (or ``'byte'``) of the vocabulary the run tokenises and scores with."""
+        data = self.data.defines_the_run()
+        if vocabulary is not None:
+            data["vocabulary"] = vocabulary
         return {"model": dataclasses.asdict(config),
                 "prompt": self.prompt_spec.to_dict() if self.trains != "model" else None,
-                "trainable": self.trains, "data": self.data.defines_the_run(),
+                "trainable": self.trains, "data": data,
                 "optimizer": dataclasses.asdict(self.optimizer), "learning_rate": dataclasses.asdict(self.learning_rate),
                 "accumulation_steps": self.schedule.accumulation_steps, "checkpoint": self.model.checkpoint}

@@ -169,7 +169,7 @@ def build_session(model_dir: str, settings: RunSettings, start: Start) -> Sessio
     lr_fn = settings.learning_rate.build()
     tx = settings.optimizer.build(lr_fn)
     run_dir = RunDir(model_dir)
-    run_dir.check_config(settings.identity(config))
+    run_dir.check_config(settings.identity(config, splits.vocabulary.path))
 
     mesh = assembly.make_mesh(settings.mesh, data.batch_size)
     state, frozen = _initial_state(model, tx, frozen, settings.trains, data.seed, start)

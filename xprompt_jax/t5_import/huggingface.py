@@ -22,7 +22,7 @@ SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_FILE = "pytorch_model.bin"
 
-_ACTIVATIONS = {"relu": "relu", "gelu_new": "gelu", "gelu": "gelu"}
+_ACTIVATIONS = {"relu": "relu", "gelu_new": "gelu", "gelu": "gelu", "silu": "silu"}  # silu: UL2's gated SiLU
 
 
 def config_from_hf(hf: Mapping, source: str = CONFIG_FILE) -> T5Config:
@@ -41,9 +41,10 @@ def config_from_hf(hf: Mapping, source: str = CONFIG_FILE) -> T5Config:
     act_name = parts[-1]
     if act_name == "gelu" and not gated:
         raise CheckpointError(f"{source}: feed_forward_proj 'gelu' (exact erf GELU) is not supported; "
-                              "T5 uses 'relu' (T5 1.0) or 'gated-gelu' (T5 1.1)")
+                              "T5 uses 'relu' (T5 1.0), 'gated-gelu' (T5 1.1, mT5, ByT5) or 'gated-silu' (UL2)")
     if act_name not in _ACTIVATIONS or len(parts) > 2 or (len(parts) == 2 and not gated):
-        raise CheckpointError(f"{source}: unsupported feed_forward_proj {proj!r} (use 'relu' or 'gated-gelu')")
+        raise CheckpointError(f"{source}: unsupported feed_forward_proj {proj!r} (use 'relu', 'gated-gelu' or "
+                              "'gated-silu')")
     activations = (_ACTIVATIONS[act_name], "linear") if gated else (_ACTIVATIONS[act_name],)
     if "scale_decoder_outputs" in hf:
         scale = bool(hf["scale_decoder_outputs"])

@@ -145,14 +145,15 @@ def load_t5_checkpoint(path: str, config: Union[T5Config, str, None] = None,
         flat = t5x.read_msgpack_checkpoint(path) if fmt == "t5x_msgpack" else t5x.read_orbax_checkpoint(path)
         if wanted is None:
             guesses = _guess_names({k: tuple(v.shape) for k, v in flat.items()})
-            if not (guess_size and len(guesses) == 1):
+            if not (guess_size and len({NAMED_CONFIGS[g] for g in guesses}) == 1):  # Flan-T5 = T5 1.1 shapes
                 hint = (f" Its shapes match {', '.join(guesses)}: e.g. --gin_file=sizes/{_size_of(guesses[0])}.gin"
                         if guesses else " No known size matches its shapes.")
                 raise CheckpointError(
                     f"{path} is a T5X checkpoint, which stores no architecture: give its size with "
                     f"--gin_file=sizes/<size>.gin (and --gin_file=models/t5_1_0.gin for T5 1.0) on the command "
                     f"line, or config='t5_1_1_base' (a name or a T5Config) in Python.{hint}")
-            logger.info(f"[checkpoint] {path} stores no architecture; its shapes match only {guesses[0]}: using it")
+            logger.info(f"[checkpoint] {path} stores no architecture; its shapes match only {' = '.join(guesses)}: "
+                        "using it")
             wanted = t5_config(guesses[0])
         found_config = wanted
     check_params(flat, found_config, path)
