@@ -35,6 +35,7 @@ COMMANDS = {
     "xprompt": "prompt tuning, pruning and rewinding in one run (gin: runs/xprompt.gin)",
     "ensemble": "majority vote of N saved prompts in one batch (gin: runs/ensemble.gin)",
     "demo": "the built-in demo: pre-train a tiny T5, prompt-tune it, run XPrompt",
+    "convert": "write a Mesh TensorFlow checkpoint (model.ckpt-N) as an Orbax one (needs TensorFlow, once)",
 }
 
 
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "folder (local or gs://)")
     sub.choices["demo"].add_argument("--work_dir", default="xprompt_demo", help="where the demo writes everything")
     sub.choices["demo"].add_argument("--quick", action="store_true", help="shortened stages (as the test suite runs it)")
+    from xprompt_jax.cli import convert  # its flags; TensorFlow is imported only when it runs
+    convert.add_arguments(sub.choices["convert"])
     return parser
 
 
@@ -84,6 +87,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "smoke":
         from xprompt_jax.cli.smoke import smoke  # jax and the readers: loaded only for the command that needs them
         return smoke(args, gin_given=bool(gin_files or gin_bindings))
+    if args.command == "convert":
+        from xprompt_jax.cli.convert import convert
+        return convert(args)
     if args.command == "demo":
         from xprompt_jax.cli.demo import run_demo
         run_demo(args.work_dir, args.quick)

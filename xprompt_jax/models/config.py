@@ -142,6 +142,16 @@ def t5_config(name: Optional[str] = None, variant: str = "t5_1_1", size: str = "
     return NAMED_CONFIGS[key].replace(**overrides)
 
 
+VARIANTS = ("t5_1_0", "t5_1_1", "flan_t5", "mt5", "byt5", "ul2", "flan_ul2")  # gin/models/<variant>.gin
+
+
+def variant_and_size(name: str):
+    """``('t5_1_1', 'prompt_tuning_test')`` for ``'t5_1_1_prompt_tuning_test'``: the models/ and sizes/ gin
+    files that give a named config."""
+    variant = max((v for v in VARIANTS if name.startswith(v + "_")), key=len)
+    return variant, name[len(variant) + 1:]
+
+
 def describe(config: T5Config) -> str:
     acts: Sequence[str] = config.mlp_activations
     return (f"{config.variant}: {config.num_encoder_layers}+{config.num_decoder_layers} layers, "

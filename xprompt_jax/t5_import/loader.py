@@ -18,9 +18,9 @@ import numpy as np
 from flax import traverse_util
 
 from xprompt_jax.errors import CheckpointError
-from xprompt_jax.models.config import NAMED_CONFIGS, T5Config, t5_config
+from xprompt_jax.models.config import NAMED_CONFIGS, T5Config, t5_config, variant_and_size
 from xprompt_jax.models.t5 import param_shapes
-from xprompt_jax.t5_import import huggingface, storage, t5x
+from xprompt_jax.t5_import import huggingface, mesh_tf, storage, t5x
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +28,14 @@ _STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
 
 
 def _format_of(path: str) -> Optional[str]:
-    """'huggingface', 't5x_orbax' or 't5x_msgpack' by the marker file present; None if there is none."""
+    """'huggingface', 't5x_orbax', 'mesh_tf' or 't5x_msgpack' by the marker file present; None if none.
+    (A Mesh TF folder also has a file named ``checkpoint``, a text one: its ``*.index`` files tell.)"""
     if huggingface.is_huggingface_folder(path):
         return "huggingface"
     if any(storage.exists(path, marker) for marker in t5x.ORBAX_MARKERS):
         return "t5x_orbax"
+    if not storage.is_remote(path) and mesh_tf.is_mesh_tf_checkpoint(path):
+        return "mesh_tf"
     if storage.exists(path, t5x.MSGPACK_FILE):
         return "t5x_msgpack"
     return None
@@ -40,6 +43,8 @@ def _format_of(path: str) -> Optional[str]:
 
 def resolve_checkpoint(path: str) -> Tuple[str, str]:
     """(checkpoint folder, format) for ``path``; a T5X run folder stands for its latest ``checkpoint_N``."""
+    if not storage.is_remote(path) and mesh_tf.is_mesh_tf_checkpoint(path) and not os.path.isdir(path):
+        return path, "mesh_tf"  # a model.ckpt-N prefix
     if not storage.is_remote(path) and not os.path.isdir(path):
         raise CheckpointError(f"No checkpoint at {path}: the path does not exist or is not a folder")
     fmt = _format_of(path)
@@ -69,7 +74,7 @@ def _resolve_config(config: Union[T5Config, str, None]) -> Optional[T5Config]:
 
 def _size_of(name: str) -> str:
     """The sizes/ gin file of a named config (``t5_1_1_prompt_tuning_test`` -> ``prompt_tuning_test``)."""
-    return re.sub(r"^t5_1_[01]_", "", name)
+    return variant_and_size(name)[1]
 
 
 def _guess_names(shapes: Dict[str, tuple]) -> list:
@@ -137,6 +142,10 @@ def load_t5_checkpoint(path: str, config: Union[T5Config, str, None] = None,
     """
     wanted = _resolve_config(config)
     path, fmt = resolve_checkpoint(str(path))
+    if fmt == "mesh_tf":  # TensorFlow is for the data side: convert once, then load anywhere
+        raise CheckpointError(f"{path} is a Mesh TensorFlow checkpoint (the original T5 release); convert it once "
+                              f"with `xprompt-jax convert --checkpoint={path} --out=DIR` (needs TensorFlow) and "
+                              "use DIR, which loads on TensorFlow-free hosts")
     if fmt == "huggingface":
         found_config, flat = huggingface.read_huggingface_folder(path)
         if wanted is not None:
