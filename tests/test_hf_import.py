@@ -188,3 +188,20 @@ def test_a_byt5_run_trains_and_evaluates_with_the_byte_vocabulary(tmp_path):
     drawn = np.asarray(initializers.sampled_vocabulary(table, 5000, vocab.piece_count)(jax.random.PRNGKey(0), (200, 16)))
     rows = {int(np.flatnonzero((table == row).all(1))[0]) for row in drawn}
     assert max(rows) < vocab.piece_count and min(rows) >= 3
+
+
+def test_a_vocabulary_that_is_not_the_models_is_refused():
+    """T5's 32k SentencePiece with mT5's 250,112 rows tokenises without error and means nothing."""
+    from helpers import shared_path
+
+    from xprompt_jax.errors import ConfigError
+    from xprompt_jax.models.config import t5_config
+    from xprompt_jax.run.frozen_model import check_vocabulary
+    from xprompt_jax.vocabulary import load_vocabulary
+    t5_vocab = load_vocabulary(str(shared_path("fixtures", "t5_sentencepiece.model")))
+    check_vocabulary(t5_config("t5_1_1_base"), t5_vocab, "t5")
+    check_vocabulary(t5_config("byt5_small"), load_vocabulary("byte"), "byt5")
+    with pytest.raises(ConfigError, match="not the model's vocabulary"):
+        check_vocabulary(t5_config("mt5_small"), t5_vocab, "mt5")
+    with pytest.raises(ConfigError, match="embeds only 384"):
+        check_vocabulary(t5_config("byt5_small"), t5_vocab, "byt5")

@@ -41,6 +41,15 @@ def load_frozen(source: FrozenModel, seed: int = 0) -> Tuple[T5Config, Any]:
 
 
 def check_vocabulary(config: T5Config, vocabulary, checkpoint) -> None:
+    """The vocabulary must be the model's: no more ids than its embedding rows, and not far fewer either
+    (T5's 32k vocabulary with mT5's 250,112 rows tokenises fine and means nothing). Rows are the ids
+    (pieces + T5's 100 sentinels) padded to a multiple of 128, as every T5 family pads them."""
     if vocabulary.piece_count > config.vocab_size:
         raise ConfigError(f"the vocabulary {vocabulary.path} has {vocabulary.piece_count} pieces but the model "
                           f"{checkpoint or ''} embeds only {config.vocab_size}; use the model's own vocabulary")
+    padded = -(-(vocabulary.piece_count + 100) // 128) * 128
+    if config.vocab_size > padded + 128:
+        raise ConfigError(f"the vocabulary {vocabulary.path} has {vocabulary.piece_count:,} pieces but the model "
+                          f"{checkpoint or ''} embeds {config.vocab_size:,} rows: it is not the model's vocabulary "
+                          "(mT5 needs gs://t5-data/vocabs/mc4.250000.100extra/sentencepiece.model, ByT5 "
+                          "XPROMPT_VOCAB_PATH=byte); set XPROMPT_VOCAB_PATH (and DataConfig.vocabulary_path)")
