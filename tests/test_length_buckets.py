@@ -342,3 +342,26 @@ def test_length_buckets_setting_true_false_or_lengths(split):
     for bad in ([64, 32], [], [0, 8], "64", [8.5], 1):
         with pytest.raises(ConfigError, match=r"LENGTH_BUCKETS \(DataConfig.length_buckets\) must be True, False"):
             DataConfig(length_buckets=bad)
+
+
+def test_max_buckets_caps_the_programs_keeping_the_full_length():
+    from xprompt_jax.errors import ConfigError
+    from xprompt_jax.run.config import DataConfig
+    from xprompt_jax.run.data import capped
+    full = (32, 48, 64, 96, 128, 192, 256, 384, 512)
+    assert capped(full, None) == full and capped(full, 20) == full
+    assert capped(full, 3) == (32, 128, 512) and capped(full, 1) == (512,)
+    assert all(len(capped(full, n)) == n and capped(full, n)[-1] == 512 for n in range(1, 10))
+    with pytest.raises(ConfigError, match="max_buckets"):
+        DataConfig(max_buckets=0)
+
+
+def test_the_compile_log_counts_programs_and_their_times():
+    import jax
+    import jax.numpy as jnp
+
+    from xprompt_jax.compile_log import CompileLog
+    with CompileLog() as log:
+        jax.jit(lambda x: jnp.sin(x) * 3.0 + 0.123456)(jnp.ones(7))   # a program no other test compiles
+    assert len(log.durations) >= 1 and "compiled" in log.summary()
+    assert CompileLog().summary().startswith("compiled no XLA program")

@@ -76,3 +76,24 @@ def test_macros_read_by_included_files_count():
     check_macro_bindings(["runs/xprompt.gin"], ["LEARNING_RATE = 0.1", "RATIOS = [0.5]"], [GIN_DIR])
     with pytest.raises(ConfigError, match="RATIO is not read.*did you mean RATIOS"):
         check_macro_bindings(["runs/xprompt.gin"], ["RATIO = [0.5]"], [GIN_DIR])
+
+
+def test_activation_dtype_auto_is_bfloat16_on_accelerators_and_float32_on_the_cpu(monkeypatch):
+    """ACTIVATION_DTYPE='auto' (the run files' default) resolves per platform and lands in the config that
+    run_config.json records; prompts, optimiser state and masks stay float32 (their own dtypes)."""
+    import jax
+
+    from xprompt_jax.models.config import t5_config
+    from xprompt_jax.run.config import FrozenModel, RunSettings, resolve_activation_dtype
+    from xprompt_jax.run.frozen_model import load_frozen
+    assert [resolve_activation_dtype("auto", b) for b in ("cpu", "gpu", "tpu")] == ["float32", "bfloat16", "bfloat16"]
+    assert resolve_activation_dtype(None, "gpu") is None and resolve_activation_dtype("float32", "tpu") == "float32"
+    source = FrozenModel(config=t5_config("t5_1_1_tiny"), activation_dtype="auto")
+    config, _ = load_frozen(source)
+    assert config.dtype == "float32" and RunSettings(model=source).identity(config)["model"]["dtype"] == "float32"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    config, params = load_frozen(source)
+    assert config.dtype == "bfloat16" and RunSettings(model=source).identity(config)["model"]["dtype"] == "bfloat16"
+    assert all(str(x.dtype) == "float32" for x in jax.tree.leaves(params))   # weights: FROZEN_DTYPE's say
+    with pytest.raises(ConfigError, match="ACTIVATION_DTYPE"):
+        FrozenModel(activation_dtype="fp8")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Callable, Optional
 
 import jax
@@ -69,7 +70,26 @@ class RelativePositionBiases(nn.Module):
         wide = _wide(self.dtype)
         one_hot = jnp.asarray(buckets[None, :, :] == np.arange(self.num_buckets)[:, None, None], dtype=wide)
         values = jnp.einsum("hn,nqk->hqk", jnp.asarray(table, wide), one_hot)
-        return values[None]  # [1, heads, qlen, klen], float32 or wider
+        return values.astype(self.dtype)[None]  # [1, heads, qlen, klen] in the activation dtype, as T5X
+
+
+IMPLEMENTATIONS = (None, "xla", "cudnn", "auto")
+_WARNED = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logging.getLogger(__name__).warning(message)
+
+
+def resolve_implementation(implementation: Optional[str], q) -> Optional[str]:
+    """'auto': cuDNN's flash attention on GPU for 16-bit activations and head sizes it takes, else XLA's."""
+    if implementation != "auto":
+        return implementation
+    gpu = jax.default_backend() == "gpu"
+    fits = q.dtype in (jnp.bfloat16, jnp.float16) and q.shape[-1] <= 128 and q.shape[-1] % 8 == 0
+    return "cudnn" if gpu and fits else "xla"
 
 
 class Attention(nn.Module):
@@ -83,7 +103,7 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Array, bias: Optional[Array],
-                 deterministic: bool, decode: bool = False) -> Array:
+                 deterministic: bool, decode: bool = False, causal: bool = False) -> Array:
         inner = self.num_heads * self.head_dim
         proj = functools.partial(Dense, features=inner, kernel_axes=("embed", "joined_kv"),
                                  dtype=self.dtype, param_dtype=self.param_dtype)
@@ -103,8 +123,7 @@ class Attention(nn.Module):
             # twice, in two layouts: the plain einsums are faster (benchmarks/CPU_GAP.md).
             out = self._explicit_attention(q, k, v, mask, bias, dropout)
         else:
-            out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0,
-                                               implementation=self.implementation)
+            out = self._fused_attention(q, k, v, mask, bias, causal and not decode, decode)
         out = _constrain(out, (BATCH, LENGTH, HEADS, KV))
         out = out.reshape(out.shape[:2] + (inner,))
         return Dense(features=inputs_q.shape[-1], kernel_axes=("joined_kv", "embed"), dtype=self.dtype,
@@ -136,13 +155,36 @@ class Attention(nn.Module):
             bias = jax.lax.dynamic_slice(bias, (0, 0, index, 0), (bias.shape[0], bias.shape[1], 1, length))
         return keys, values, step_mask, bias
 
+    def _fused_attention(self, q, k, v, mask, bias, causal: bool, decode: bool):
+        """``jax.nn.dot_product_attention`` (flash attention through cuDNN on GPU), given what it can fuse:
+        the decoder's causal mask as ``is_causal``, a key-padding mask as ``key_value_seq_lengths`` (the
+        valid keys are a prefix in every prompt placement), and the relative-position bias as a
+        ``[1, N, T, S]`` array in the activation dtype, so no ``[B, N, T, S]`` bias is built."""
+        kwargs = {}
+        if causal:
+            kwargs["is_causal"], mask = True, None
+        elif not decode and mask is not None and mask.shape[1] == 1 and mask.shape[2] == 1:
+            kwargs["key_value_seq_lengths"], mask = jnp.sum(mask[:, 0, 0, :], axis=-1, dtype=jnp.int32), None
+        implementation = resolve_implementation(self.implementation, q)
+        try:
+            return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0,
+                                                implementation=implementation, **kwargs)
+        except Exception as err:  # cuDNN refuses some shapes and dtypes at trace time: fall back, saying so once
+            if implementation != "cudnn":
+                raise
+            _warn_once(f"[model] cuDNN attention is not available for these shapes ({str(err).splitlines()[0][:120]}); "
+                       "using XLA's")
+            return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0, implementation="xla",
+                                                **kwargs)
+
     def _explicit_attention(self, q, k, v, mask, bias, dropout: bool):
-        wide = _wide(q.dtype)
-        logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=wide)
+        """As T5X: the logits (and their gradients, dQ and dK) in the activation dtype, the softmax in
+        float32 (or wider). With bfloat16 activations that halves the [B, N, T, S] traffic of the scores."""
+        logits = jnp.einsum("btnh,bsnh->bnts", q, k)
         if bias is not None:
-            logits = logits + bias
-        logits = jnp.where(mask, logits, jnp.finfo(wide).min)
-        probs = jax.nn.softmax(logits, axis=-1)
+            logits = logits + bias.astype(logits.dtype)
+        logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+        probs = jax.nn.softmax(logits.astype(_wide(q.dtype)), axis=-1)
         if dropout:
             probs = nn.Dropout(rate=self.dropout_rate)(probs, deterministic=False)
         return jnp.einsum("bnts,bsnh->btnh", probs.astype(v.dtype), v)

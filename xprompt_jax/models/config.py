@@ -45,6 +45,9 @@ class T5Config:
     def __post_init__(self):
         # gin and JSON hand over lists; the config must stay hashable for jit.
         object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+        if self.attention_implementation not in (None, "xla", "cudnn", "auto"):
+            raise ValueError(f"T5Config.attention_implementation must be None (explicit einsums), 'xla', 'cudnn' "
+                             f"or 'auto' (cuDNN flash attention on GPU when it fits), got {self.attention_implementation!r}")
         if self.remat not in ("none", "full", "minimal"):
             raise ValueError(f"T5Config.remat must be 'none', 'full' or 'minimal', got {self.remat!r}")
         for act in self.mlp_activations:

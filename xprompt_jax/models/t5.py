@@ -96,7 +96,7 @@ class DecoderLayer(nn.Module):
         cfg = self.config
         drop = nn.Dropout(rate=cfg.dropout_rate, broadcast_dims=(-2,))
         y = _norm(cfg, "pre_self_attention_layer_norm")(x)
-        y = _attention(cfg, "self_attention")(y, y, self_mask, bias, deterministic, decode=decode)
+        y = _attention(cfg, "self_attention")(y, y, self_mask, bias, deterministic, decode=decode, causal=True)
         x = x + drop(y, deterministic=deterministic)
         y = _norm(cfg, "pre_cross_attention_layer_norm")(x)
         y = _attention(cfg, "encoder_decoder_attention")(y, encoded, cross_mask, None, deterministic)

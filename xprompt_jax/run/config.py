@@ -64,7 +64,9 @@ class DataConfig:
     encoder work on real data): True for ``buckets.bucket_lengths(input length)``, or the lengths
     themselves (e.g. ``(64, 128, 192, 256, 320, 384)``: finer buckets, less padding, one compiled program
     each; the cache's input length is added as the last); ``group_by_length`` also sorts examples by length within windows
-    before batching (changes the batches, so a run records it).
+    before batching (changes the batches, so a run records it). ``max_buckets`` caps how many bucket
+    programs are compiled (evenly spread, the full length kept): worth setting on accelerators with large
+    models, where each program takes minutes to compile.
     """
     task: Optional[str] = None
     train_split: str = "train"
@@ -79,6 +81,7 @@ class DataConfig:
     seed: int = 0
     length_buckets: Union[bool, Tuple[int, ...]] = True
     group_by_length: bool = False
+    max_buckets: Optional[int] = None
 
     def __post_init__(self):
         check_optional_string(self.task, "TASK (DataConfig.task)")
@@ -90,6 +93,7 @@ class DataConfig:
         check_int(self.target_length, "TARGET_LENGTH (DataConfig.target_length)")
         check_int(self.batch_size, "BATCH_SIZE (DataConfig.batch_size)")
         check_int(self.seed, "SEED (DataConfig.seed)", minimum=0)
+        check_int(self.max_buckets, "DataConfig.max_buckets", allow_none=True)
         if not isinstance(self.group_by_length, bool):
             raise ConfigError(f"DataConfig.group_by_length must be True or False, got {self.group_by_length!r}")
         object.__setattr__(self, "length_buckets", _checked_buckets(self.length_buckets))
@@ -148,6 +152,15 @@ class EvalConfig:
 
 
 FROZEN_DTYPES = (None, "float32", "bfloat16", "float16")
+ACTIVATION_DTYPES = (None, "auto", "float32", "bfloat16", "float16")
+
+
+def resolve_activation_dtype(name: Optional[str], backend: str) -> Optional[str]:
+    """'auto': bfloat16 on GPU and TPU (T5X's activations; TF32 matrix products on twice the bytes otherwise),
+    float32 on the CPU (no fast bfloat16 there). None keeps the model config's own ``dtype``."""
+    if name == "auto":
+        return "bfloat16" if backend in ("gpu", "tpu") else "float32"
+    return name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,17 +170,23 @@ class FrozenModel:
     ``checkpoint``: a T5X checkpoint (its architecture from ``config``, i.e. the models/ and sizes/ gin
     files) or a Hugging Face T5 folder (which carries its own config; ``config`` is then ignored), or
     None for random weights (pre-training, tests, benchmarks). ``dtype='bfloat16'`` halves the frozen
-    weights' memory; the prompt stays float32.
+    weights' memory; ``activation_dtype`` (ACTIVATION_DTYPE, 'auto' in the run files) is the compute dtype:
+    bfloat16 on GPU and TPU, float32 on the CPU. The prompt, optimiser state, masks and importance scores
+    stay float32 either way.
     """
     checkpoint: Optional[str] = None
     config: Optional[T5Config] = None
     dtype: Optional[str] = None
+    activation_dtype: Optional[str] = None
 
     def __post_init__(self):
         check_optional_string(self.checkpoint, "CHECKPOINT (FrozenModel.checkpoint)")
         if self.dtype not in FROZEN_DTYPES:
             raise ConfigError(f"FROZEN_DTYPE (FrozenModel.dtype) must be one of {list(FROZEN_DTYPES)}, "
                               f"got {self.dtype!r}")
+        if self.activation_dtype not in ACTIVATION_DTYPES:
+            raise ConfigError(f"ACTIVATION_DTYPE (FrozenModel.activation_dtype) must be one of "
+                              f"{list(ACTIVATION_DTYPES)}, got {self.activation_dtype!r}")
 
 
 @dataclasses.dataclass(frozen=True)

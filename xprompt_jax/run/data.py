@@ -60,8 +60,18 @@ def buckets_for(data: DataConfig, split) -> Optional[Tuple[int, ...]]:
     from xprompt_jax.data.buckets import bucket_lengths
     width = split.features["encoder_input_tokens"].shape[1]
     if data.length_buckets is True:
-        return tuple(bucket_lengths(width))
-    return tuple(b for b in data.length_buckets if b < width) + (width,)
+        buckets = tuple(bucket_lengths(width))
+    else:
+        buckets = tuple(b for b in data.length_buckets if b < width) + (width,)
+    return capped(buckets, data.max_buckets)
+
+
+def capped(buckets: Tuple[int, ...], most: Optional[int]) -> Tuple[int, ...]:
+    """At most ``most`` of ``buckets``, evenly spread over them, the longest (the cache's length) kept."""
+    if most is None or len(buckets) <= most:
+        return buckets
+    picks = sorted({round(i * (len(buckets) - 1) / max(most - 1, 1)) for i in range(most)} | {len(buckets) - 1})
+    return tuple(buckets[i] for i in picks[-most:])
 
 
 def training_batches(split, data: DataConfig, start_step: int,

@@ -10,7 +10,7 @@ import numpy as np
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.t5 import init_params
-from xprompt_jax.run.config import FrozenModel
+from xprompt_jax.run.config import FrozenModel, resolve_activation_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,17 @@ def model_config_for(source: FrozenModel):
 
 
 def load_frozen(source: FrozenModel, seed: int = 0) -> Tuple[T5Config, Any]:
-    """(config, params) of the frozen model; random weights (seeded) when no checkpoint is given."""
+    """(config, params) of the frozen model; random weights (seeded) when no checkpoint is given. The
+    activation dtype (ACTIVATION_DTYPE) is resolved for this platform and set on the config, whatever the
+    checkpoint's format, so ``run_config.json`` records what the run computed in."""
+    config, params = _load(source, seed)
+    activations = resolve_activation_dtype(source.activation_dtype, jax.default_backend())
+    if activations is not None and activations != config.dtype:
+        config = config.replace(dtype=activations)
+    return config, params
+
+
+def _load(source: FrozenModel, seed: int) -> Tuple[T5Config, Any]:
     config = model_config_for(source)
     if source.checkpoint:
         from xprompt_jax.t5_import import load_t5_checkpoint

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from xprompt_jax import export
+from xprompt_jax.compile_log import CompileLog
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.logs import is_main_process
 from xprompt_jax.optimizers import LearningRate, Optimizer
@@ -83,11 +84,13 @@ def run_training(model_dir: str, settings: RunSettings, start: Optional[Start] =
         if is_main_process():
             stack.enter_context(RunLock(model_dir))
         watcher = stack.enter_context(PreemptionWatcher())
+        compiles = stack.enter_context(CompileLog())
         session = build_session(model_dir, settings, start or Start())
         try:
             step = _run_steps(session, settings.schedule, watcher)
             return _finish(session, step, export_peft)
         finally:
+            logger.info(f"[train] {compiles.summary()}")
             session.close()
 
 
