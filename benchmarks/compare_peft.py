@@ -191,8 +191,11 @@ def build_peft(hf_model, cfg, prompt_length: int, gradient_checkpointing: bool):
     from peft import PromptTuningConfig, TaskType, get_peft_model
     if gradient_checkpointing:
         hf_model.gradient_checkpointing_enable()
+    # num_transformer_submodules=1: the prompt goes to the encoder only (Lester et al., and what the project
+    # trains). PEFT's seq2seq default of 2 prepends a second prompt to the decoder inputs as well.
     peft_model = get_peft_model(hf_model, PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM,
-                                                             num_virtual_tokens=prompt_length))
+                                                             num_virtual_tokens=prompt_length,
+                                                             num_transformer_submodules=1))
     if not cfg.logits_via_embedding:
         base = peft_model.get_base_model()
         assert base.lm_head.weight.data_ptr() != base.shared.weight.data_ptr(), "lm_head got tied"
@@ -204,7 +207,7 @@ def reset_peft(peft_model, args, initial_prompt):
     """The project's initial prompt into PEFT's table, and a fresh optimiser (at the start of every task)."""
     import torch
     table = peft_model.prompt_encoder["default"].embedding.weight
-    with torch.no_grad():  # PEFT keeps a second, unused copy for the decoder
+    with torch.no_grad():  # one prompt, the encoder's (num_transformer_submodules=1)
         table[:args.prompt].copy_(torch.from_numpy(np.array(initial_prompt, np.float32)).to(table))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if args.optimizer == "adafactor":
