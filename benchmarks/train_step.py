@@ -3,9 +3,8 @@
     python benchmarks/train_step.py --size base [--batch 32 --inputs 512 --targets 8 --prompt 100]
         [--frozen_dtype bfloat16] [--remat none|full|minimal] [--steps 20]
 
-Prints examples/s, achieved TFLOP/s (model FLOPs: the forward matmuls and attention, and a backward pass
-through activations only, since no weight gradients are taken: ~2x the forward pass), peak
-device memory and compile time. The step is the one ``xprompt-jax train`` runs: jitted, sharded on a
+Prints examples/s, achieved TFLOP/s (model FLOPs: ``model_flops_per_example``, equal to XLA's
+``cost_analysis()`` within 2%, tests/test_flop_count.py), peak device memory and compile time. The step is the one ``xprompt-jax train`` runs: jitted, sharded on a
 (data, model) mesh over all local devices, frozen weights as a separate argument.
 Reference (Hugging Face PEFT prompt tuning, PyTorch bfloat16, one H100): 162 ex/s base, 64 large,
 out of memory for xl and xxl at batch 32.
@@ -20,21 +19,31 @@ import numpy as np
 
 
 def model_flops_per_example(config, inputs: int, targets: int) -> float:
-    """Matmul FLOPs of the forward pass plus the backward pass through activations.
+    """Matrix-product FLOPs of one prompt-tuning step per example: forward and backward, counted as XLA runs it.
 
-    With frozen weights the backward pass computes only activation gradients (one matmul per forward
-    matmul, not two), so a step costs about 2x the forward pass instead of the usual 3x.
+    ``inputs`` is the encoder length (tokens + prompt). The weights are frozen, so the backward pass takes
+    activation gradients only: one product per weight product (``dX = dY W^T``), but two per attention
+    product (``dQ`` and ``dK`` from ``dS``; ``dP`` and ``dV`` from the output). Only what reaches the
+    prompt is computed: the whole encoder, every decoder layer above the first, and in the first decoder
+    layer its MLP and the cross-attention's keys and values (not its query, nor its self-attention).
+    Cross-attention keys and values run over the encoder positions.
     """
-    d, h, kv, f = config.emb_dim, config.num_heads, config.head_dim, config.mlp_dim
-    n_mlp_in = len(config.mlp_activations)
-    enc_layer = 2 * (4 * d * h * kv + (n_mlp_in + 1) * d * f)
-    dec_layer = 2 * (8 * d * h * kv + (n_mlp_in + 1) * d * f)
-    attn_enc = 2 * 2 * inputs * h * kv  # scores + weighted sum, per query position
-    attn_dec_self, attn_dec_cross = 2 * 2 * targets * h * kv, 2 * 2 * inputs * h * kv
-    forward = (config.num_encoder_layers * (enc_layer + attn_enc) * inputs
-               + config.num_decoder_layers * (dec_layer + attn_dec_self + attn_dec_cross) * targets
-               + 2 * d * config.vocab_size * targets)
-    return 2.0 * forward
+    d, inner, f = config.emb_dim, config.num_heads * config.head_dim, config.mlp_dim
+    mlp_products = len(config.mlp_activations) + 1
+    L, T = inputs, targets
+    enc_proj, enc_attn, enc_mlp = 4 * 2 * L * d * inner, 2 * 2 * L * L * inner, mlp_products * 2 * L * d * f
+    dec_self_proj, dec_self_attn = 4 * 2 * T * d * inner, 2 * 2 * T * T * inner
+    dec_cross_qo, dec_cross_kv, dec_cross_attn = 2 * 2 * T * d * inner, 2 * 2 * L * d * inner, 2 * 2 * T * L * inner
+    dec_mlp = mlp_products * 2 * T * d * f
+    logits = 2 * T * d * config.vocab_size
+    encoder_layer = 2 * enc_proj + 3 * enc_attn + 2 * enc_mlp            # forward + backward
+    decoder_layer = (2 * (dec_self_proj + dec_cross_qo + dec_cross_kv + dec_mlp)
+                     + 3 * (dec_self_attn + dec_cross_attn))
+    # The first decoder layer's backward: MLP, the output projection, dP and dV, dK, K/V projections only.
+    first_decoder_layer = (dec_self_proj + dec_cross_qo + dec_cross_kv + dec_mlp + dec_self_attn + dec_cross_attn
+                           + dec_mlp + dec_cross_qo / 2 + dec_cross_attn + dec_cross_attn / 2 + dec_cross_kv)
+    return float(config.num_encoder_layers * encoder_layer + first_decoder_layer
+                 + (config.num_decoder_layers - 1) * decoder_layer + 2 * logits)
 
 
 def main():
