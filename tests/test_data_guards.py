@@ -92,7 +92,7 @@ def test_an_edited_jsonl_rewrites_the_cache_and_says_so(cb_dirs, register, tmp_p
     open(val, "w").writelines(lines)
     capsys.readouterr()
     after = _open(tmp_path / "cache")
-    out = capsys.readouterr().out.strip().splitlines()
+    out = [line for line in capsys.readouterr().out.strip().splitlines() if "were cut" not in line]  # + truncation
     assert len(out) == 1 and out[0].startswith(f"[data] rewriting the cache of {CB}:validation at ")
     assert f"{val} changed (" in out[0]
     assert "the edited hypothesis" in after.examples[0]["inputs_pretokenized"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence, Tuple
 
+from xprompt_jax.models import families
+
 T5_VOCAB_SIZE = 32128  # 32,000 SentencePiece pieces + 100 sentinels, padded as T5 pads it.
 
 
@@ -113,9 +115,19 @@ def _named_configs() -> dict:
     named["t5_1_1_demo"] = T5Config(
         vocab_size=128, num_heads=4, head_dim=16, emb_dim=64, mlp_dim=128, num_encoder_layers=2,
         num_decoder_layers=2, relative_attention_num_buckets=16, relative_attention_max_distance=32)
-    from xprompt_jax.models.families import family_configs  # Flan-T5, mT5, UL2, ByT5 (one module each job)
-    named.update(family_configs(named))
+    named.update(_family_configs(named))
     return named
+
+
+def _family_configs(named: dict) -> dict:
+    """Flan-T5, mT5, UL2 and ByT5, from the shapes in ``models/families.py``."""
+    configs = {}
+    for size in families.SIZES:
+        configs[f"flan_t5_{size}"] = named[f"t5_1_1_{size}"]
+        configs[f"mt5_{size}"] = named[f"t5_1_1_{size}"].replace(vocab_size=families.MT5_VOCAB_SIZE)
+        configs[f"byt5_{size}"] = T5Config(**families.byt5_fields(size))
+    configs["ul2_20B"] = configs["flan_ul2_20B"] = T5Config(**families.UL2_20B)
+    return configs
 
 
 NAMED_CONFIGS = _named_configs()
@@ -133,8 +145,7 @@ def t5_config(name: Optional[str] = None, variant: str = "t5_1_1", size: str = "
     if name is None:
         key = f"{variant}_{size}"
     else:
-        from xprompt_jax.models.families import HUB_NAMES
-        name = HUB_NAMES.get(name, name)  # google/flan-t5-base & co.
+        name = families.HUB_NAMES.get(name, name)  # google/flan-t5-base & co.
         key = name if name in NAMED_CONFIGS else f"t5_1_1_{name}"
     if key not in NAMED_CONFIGS:
         raise ValueError(f"Unknown T5 config {name or key!r}; known: {', '.join(sorted(NAMED_CONFIGS))}")

@@ -9,12 +9,9 @@ Each is a T5 1.1 layout (gated feed-forward, untied ``logits_dense``) with its o
   (T5X's ``t5x/examples/t5/byt5/*.gin``).
 
 The gin layering names them as every other size: ``--gin_file=models/mt5.gin --gin_file=sizes/base.gin``.
+This module holds the shapes and names only; ``models/config.py`` builds the configs from them.
 """
 from __future__ import annotations
-
-from typing import Dict
-
-from xprompt_jax.models.config import T5Config
 
 MT5_VOCAB_SIZE = 250112  # mc4.250000.100extra: 250,000 pieces + 100 sentinels, padded
 BYTE_VOCAB_SIZE = 384    # 3 special ids + 256 bytes = 259, padded to a multiple of 128 (T5X's value)
@@ -23,23 +20,16 @@ SIZES = ("small", "base", "large", "xl", "xxl")
 # (emb_dim, num_heads, encoder layers, decoder layers, mlp_dim), head_dim 64: T5X's byt5/*.gin.
 _BYT5 = {"small": (1472, 6, 12, 4, 3584), "base": (1536, 12, 18, 6, 3968), "large": (1536, 16, 36, 12, 3840),
          "xl": (2560, 32, 36, 12, 6720), "xxl": (4672, 64, 36, 12, 12352)}
-_UL2 = T5Config(emb_dim=4096, num_heads=16, head_dim=256, num_encoder_layers=32, num_decoder_layers=32,
-                mlp_dim=16384, mlp_activations=("silu", "linear"), logits_via_embedding=False, scale_logits=False)
+# UL2 20B / Flan-UL2: T5Config fields (the config module builds it; this module holds data only).
+UL2_20B = dict(emb_dim=4096, num_heads=16, head_dim=256, num_encoder_layers=32, num_decoder_layers=32, mlp_dim=16384,
+               mlp_activations=("silu", "linear"), logits_via_embedding=False, scale_logits=False)
 
 
-def family_configs(named: Dict[str, T5Config]) -> Dict[str, T5Config]:
-    """The families' configs, built from the T5 1.1 ones in ``named``."""
-    configs = {}
-    for size in SIZES:
-        configs[f"flan_t5_{size}"] = named[f"t5_1_1_{size}"]
-        configs[f"mt5_{size}"] = named[f"t5_1_1_{size}"].replace(vocab_size=MT5_VOCAB_SIZE)
-        emb, heads, enc, dec, mlp = _BYT5[size]
-        configs[f"byt5_{size}"] = T5Config(vocab_size=BYTE_VOCAB_SIZE, emb_dim=emb, num_heads=heads, head_dim=64,
-                                           num_encoder_layers=enc, num_decoder_layers=dec, mlp_dim=mlp,
-                                           mlp_activations=("gelu", "linear"), logits_via_embedding=False)
-    configs["ul2_20B"] = _UL2
-    configs["flan_ul2_20B"] = _UL2
-    return configs
+def byt5_fields(size: str) -> dict:
+    """T5Config fields of ``byt5_{size}``."""
+    emb, heads, enc, dec, mlp = _BYT5[size]
+    return dict(vocab_size=BYTE_VOCAB_SIZE, emb_dim=emb, num_heads=heads, head_dim=64, num_encoder_layers=enc,
+                num_decoder_layers=dec, mlp_dim=mlp, mlp_activations=("gelu", "linear"), logits_via_embedding=False)
 
 
 # Hugging Face hub names -> named configs (a folder downloaded from the hub carries its config.json; the
