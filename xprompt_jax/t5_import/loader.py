@@ -9,6 +9,7 @@ local or ``gs://``. Every parameter is checked against the config before anythin
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -77,14 +78,22 @@ def _size_of(name: str) -> str:
     return variant_and_size(name)[1]
 
 
+@functools.lru_cache(maxsize=None)
+def _expected_shapes(config: T5Config) -> Dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(param_shapes(config), sep="/").items()}
+
+
 def _guess_names(shapes: Dict[str, tuple]) -> list:
-    """Named configs whose every parameter shape equals the checkpoint's (for error messages)."""
-    matches = []
-    for name, cfg in NAMED_CONFIGS.items():
-        expected = traverse_util.flatten_dict(param_shapes(cfg), sep="/")
-        if expected.keys() == shapes.keys() and all(tuple(v.shape) == shapes[k] for k, v in expected.items()):
-            matches.append(name)
-    return matches
+    """Named configs whose every parameter shape equals the checkpoint's (for error messages and smoke).
+
+    Only configs with the checkpoint's embedding and layer counts are built (abstractly): tracing the
+    init of every named config, 20B ones included, would take a minute."""
+    layers = {stack: len({k.split("/")[1] for k in shapes if k.startswith(f"{stack}/layers_")})
+              for stack in ("encoder", "decoder")}
+    embedding = shapes.get("token_embedder/embedding")
+    return [name for name, cfg in NAMED_CONFIGS.items()
+            if (cfg.vocab_size, cfg.emb_dim) == embedding and cfg.num_encoder_layers == layers["encoder"]
+            and cfg.num_decoder_layers == layers["decoder"] and _expected_shapes(cfg) == shapes]
 
 
 def check_params(flat: Dict[str, np.ndarray], config: T5Config, source: str) -> None:
