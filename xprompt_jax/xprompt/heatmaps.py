@@ -49,7 +49,7 @@ def _draw(axes, piece_scores, pruned, scale, title: str, fontsize: float):
     import matplotlib
     length, pieces = piece_scores.shape
     cmap = matplotlib.colormaps[COLORMAP].with_extremes(bad=PRUNED_COLOR)
-    image = axes.imshow(np.ma.masked_array(piece_scores, mask=pruned), cmap=cmap, vmin=scale[0], vmax=scale[1],
+    image = axes.imshow(np.ma.masked_array(piece_scores, mask=pruned), cmap=cmap, norm=_norm(scale),
                         aspect="auto", interpolation="nearest")
     axes.set_xlabel("piece", fontsize=fontsize)
     axes.set_ylabel("prompt token", fontsize=fontsize)
@@ -58,6 +58,19 @@ def _draw(axes, piece_scores, pruned, scale, title: str, fontsize: float):
     axes.tick_params(labelsize=max(5.0, fontsize - 2))
     axes.set_title(title, fontsize=fontsize)
     return image
+
+
+LOG_SPAN = 50.0  # a shared scale spanning more than this factor is drawn on a log scale
+
+
+def _norm(scale):
+    """Linear colours, or logarithmic when the scale spans more than ``LOG_SPAN`` (a run's ratios share one
+    scale, and importance grows as the masks shrink: on a linear scale the low ratios would be one colour)."""
+    from matplotlib.colors import LogNorm, Normalize
+    low, high = scale
+    if low > 0 and high / low > LOG_SPAN:
+        return LogNorm(vmin=low, vmax=high, clip=True)
+    return Normalize(vmin=low, vmax=high)
 
 
 def _tick_format(low: float, high: float):
