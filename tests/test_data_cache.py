@@ -280,3 +280,23 @@ def test_the_byte_vocabulary_is_seqios_on_both_sides():
     for text in ("entailment", "café ☕", ""):
         assert ours.encode(text, add_eos=False) == list(theirs.encode(text))
         assert ours.decode(ours.encode(text)) == theirs.decode(theirs.encode(text))
+
+
+def test_a_cache_is_never_read_with_another_vocabulary(tmp_path):
+    """A cache records the vocabulary it was written with; naming another one (by content, not by path)
+    is refused, while the same model under another path (a local copy of a bucket's) is fine."""
+    import shutil
+
+    from helpers import shared_path, write_label_task
+
+    from tasks.demo_vocab import VOCAB_PATH
+    from xprompt_jax.data.task_cache import split_vocabulary
+    from xprompt_jax.errors import ConfigError
+    t5_vocab = str(shared_path("fixtures", "t5_sentencepiece.model"))
+    split = CachedSplit.open(write_label_task(tmp_path / "cache", t5_vocab, n=4))
+    copy = shutil.copy(t5_vocab, tmp_path / "copy.model")
+    assert split_vocabulary(split, str(copy)).piece_count == split_vocabulary(split).piece_count
+    with pytest.raises(ConfigError, match="was written with the vocabulary .*t5_sentencepiece.model"):
+        split_vocabulary(split, VOCAB_PATH)
+    with pytest.raises(ConfigError, match="its token ids mean other words"):
+        split_vocabulary(split, "byte")

@@ -8,6 +8,7 @@ are read through the same storage layer as checkpoints.
 from __future__ import annotations
 
 import functools
+import hashlib
 import posixpath
 from typing import List, Sequence
 
@@ -42,6 +43,7 @@ class ByteVocabulary(_PaddedEncoding):
     """ByT5's vocabulary without TensorFlow, as ``seqio.ByteVocabulary``: id = UTF-8 byte + 3 (0 pad,
     1 EOS, 2 unknown); the model's embedding has 384 rows, of which these 259 are used."""
     path = BYTE_VOCABULARY
+    fingerprint = BYTE_VOCABULARY
     OFFSET = 3
     piece_count = 256 + OFFSET
 
@@ -73,6 +75,7 @@ class Vocabulary(_PaddedEncoding):
             reason = "no such file"
         if not proto:
             raise ConfigError(f"cannot read the SentencePiece model {path}: {reason}. {_FIX}")
+        self.fingerprint = hashlib.sha256(proto).hexdigest()  # the same model under two paths is one vocabulary
         self._sp = sentencepiece.SentencePieceProcessor()
         try:
             self._sp.LoadFromSerializedProto(proto)

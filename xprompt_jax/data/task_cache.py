@@ -106,7 +106,19 @@ def _current_cache(task: str, split: str, cache: str, lengths: Dict[str, int]) -
 
 def split_vocabulary(split, vocabulary_path: Optional[str] = None):
     """The vocabulary to score and decode a split with: the one named, ``$XPROMPT_VOCAB_PATH``, the one
-    the cache was written with, or T5's public one, in that order."""
+    the cache was written with, or T5's public one, in that order. A cache is never read with another
+    vocabulary than the one it was written with: when both can be read and differ, that is refused."""
     from xprompt_jax.vocabulary import DEFAULT_VOCAB_PATH, load_vocabulary
-    return load_vocabulary(vocabulary_path or os.environ.get("XPROMPT_VOCAB_PATH")
-                           or split.meta.get("vocabulary", {}).get("path") or DEFAULT_VOCAB_PATH)
+    recorded = split.meta.get("vocabulary", {}).get("path")
+    named = vocabulary_path or os.environ.get("XPROMPT_VOCAB_PATH")
+    vocabulary = load_vocabulary(named or recorded or DEFAULT_VOCAB_PATH)
+    if named and recorded and named != recorded:
+        try:
+            written_with = load_vocabulary(recorded)
+        except ConfigError:  # not readable here (a bucket offline): the path names may differ for one file
+            return vocabulary
+        if written_with.fingerprint != vocabulary.fingerprint:
+            raise ConfigError(f"the cache {split.path} was written with the vocabulary {recorded}, but the run names "
+                              f"{named} (DataConfig.vocabulary_path or XPROMPT_VOCAB_PATH); its token ids mean other "
+                              "words there: write the cache again with that vocabulary, or name the cache's own")
+    return vocabulary
