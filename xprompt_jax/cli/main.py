@@ -1,15 +1,15 @@
 """xprompt-jax: prompt tuning, XPrompt and EPT on frozen T5 models, configured with gin files.
 
-    xprompt-jax smoke [--checkpoint PATH] [--gin_file=F ...] [--gin.NAME=VALUE ...]
-    xprompt-jax train --gin_file=models/t5_1_1.gin --gin_file=sizes/base.gin \
-        --gin_file=prompts/sampled_vocabulary.gin --gin_file=runs/prompt_tune.gin --gin.MODEL_DIR="'/tmp/run'" ...
-    xprompt-jax evaluate --gin_file=... --gin_file=runs/eval.gin --gin.PROMPT_SOURCE="'/tmp/run'" ...
     xprompt-jax demo [--work_dir xprompt_demo]    # the built-in demo, no download
+    xprompt-jax smoke [--checkpoint PATH] [--gin_file=sizes/SIZE.gin]
+    xprompt-jax train --gin_file=models/t5_1_1.gin --gin_file=sizes/base.gin --gin_file=runs/prompt_tune.gin ...
+    xprompt-jax evaluate --gin_file=... --gin_file=runs/eval.gin --gin.PROMPT_SOURCE="'/tmp/run'" ...
     xprompt-jax xprompt --gin_file=... --gin_file=runs/xprompt.gin --gin.MODEL_DIR="'/tmp/xprompt'" ...
     xprompt-jax ensemble --gin_file=... --gin_file=runs/ensemble.gin --gin.PROMPT_SOURCES="['/tmp/a', '/tmp/b']" ...
+    xprompt-jax convert --checkpoint=.../model.ckpt-1000000 --out=/tmp/t5_orbax
 
-The command table (``COMMANDS``) names each sub-command's help line; ``smoke`` and ``demo`` take flags of
-their own, the others are gin entry points (``gin_configurables.ENTRY_POINTS``) configured entirely by
+The command table (``COMMANDS``) names each sub-command's help line; ``smoke``, ``demo`` and ``convert``
+take flags of their own, the others are gin entry points (``gin_configurables.ENTRY_POINTS``) configured entirely by
 ``--gin_file`` and ``--gin.NAME=VALUE``.
 """
 from __future__ import annotations
@@ -41,6 +41,7 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xprompt-jax", description=__doc__.split("\n\n")[0],
+                                     epilog="examples (each command's --help has more):\n" + __doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     for name, help_text in COMMANDS.items():
