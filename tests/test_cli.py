@@ -114,3 +114,12 @@ def test_prompt_settings_are_checked_before_any_data_cache_is_written(t5x_tiny_d
               checkpoint=str(t5x_tiny_dir), model_config=t5_config("t5_1_1_prompt_tuning_test"),
               prompt_spec=make_spec(kind="ept", rank=7, length=1, init="uniform"), train_steps=1)
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_macro_of_a_gin_file_not_loaded_names_the_files_that_read_it(capsys):
+    """--gin.PROMPT_LENGTH without a prompts/ file: the files that read it, not a guess at a near name."""
+    assert cli.main(["train", "--gin_file=sizes/tiny.gin", "--gin_file=runs/prompt_tune.gin",
+                     "--gin.MODEL_DIR='/tmp/run'", "--gin.PROMPT_LENGTH=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "prompts/sampled_vocabulary.gin" in err and "--gin_file" in err
+    assert "did you mean" not in err

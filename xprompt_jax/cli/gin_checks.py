@@ -49,6 +49,20 @@ def referenced_macros(texts: Iterable[str]) -> Set[str]:
     return {name for text in texts for name in _REFERENCE.findall(text)}
 
 
+def files_reading(macro: str, search_dirs: Sequence[str]) -> List[str]:
+    """The shipped gin files (``prompts/x.gin`` ...) that read ``%macro``."""
+    found = []
+    for folder in search_dirs:
+        for root, _, names in sorted(os.walk(folder)):
+            for name in sorted(names):
+                if name.endswith(".gin"):
+                    path = os.path.join(root, name)
+                    with open(path, encoding="utf-8") as f:
+                        if macro in referenced_macros([_strip_comments(f.read())]):
+                            found.append(os.path.relpath(path, folder))
+    return found
+
+
 def check_macro_bindings(files: Sequence[str], bindings: Sequence[str], search_dirs: Sequence[str]) -> None:
     """Raise ConfigError for the first macro binding in ``bindings`` that nothing reads."""
     texts = loaded_texts(files, search_dirs) + [_strip_comments(b) for b in bindings]
@@ -58,13 +72,17 @@ def check_macro_bindings(files: Sequence[str], bindings: Sequence[str], search_d
         if not match or match.group(1) in used:
             continue
         name = match.group(1)
-        close = difflib.get_close_matches(name, sorted(used), n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}? " if close else ""
         if not used:
             runs = ", ".join(sorted(f"runs/{n}" for n in os.listdir(os.path.join(search_dirs[0], "runs"))
                                     if n.endswith(".gin"))) if search_dirs else ""
             raise ConfigError(f"--gin.{name} is not read by any loaded gin file, so it would have no effect: no run "
                               f"file is loaded; add one with --gin_file (e.g. --gin_file=runs/prompt_tune.gin for "
                               f"train; run files: {runs})")
+        shipped = files_reading(name, search_dirs)
+        if shipped:  # a real macro of a file that is not loaded: say which files read it
+            raise ConfigError(f"--gin.{name} is not read by any loaded gin file, so it would have no effect; "
+                              f"{', '.join(shipped)} read it: add the one you mean with --gin_file")
+        close = difflib.get_close_matches(name, sorted(used), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
         raise ConfigError(f"--gin.{name} is not read by any loaded gin file, so it would have no effect; "
                           f"{hint}the macros these files read: {', '.join(sorted(used))}")
