@@ -7,6 +7,7 @@ saved prompt itself, and none jits a step by hand. So a new command is a short f
     open_model(FrozenModel)                      -> (T5Config, frozen params): T5X, Hugging Face or random
     open_data(DataConfig)                        -> RunData: training split, evaluation split, vocabulary
     open_eval_data(DataConfig)                   -> (split, vocabulary) that evaluate/ensemble score
+    open_predict_data(DataConfig)                -> (split, vocabulary) that predict runs on (labels optional)
     read_saved_prompt(path)                      -> SavedPrompt: a .npy, a PEFT adapter or a run's MODEL_DIR
     prompted_model(config, spec, frozen, ...)    -> PromptedT5 for a prompt spec (or no prompt)
     prompted_from_saved(config, saved, ...)      -> (PromptedT5, trainable, masks) of a saved prompt
@@ -37,7 +38,7 @@ from xprompt_jax.run.evaluator import Evaluator
 from xprompt_jax.run.frozen_model import check_vocabulary, load_frozen, model_config_for
 
 __all__ = ["CompiledStep", "SavedPrompt", "check_prompt_fits", "compile_step", "evaluator_for", "model_config_for",
-           "open_data", "open_eval_data", "open_model", "prompted_from_saved", "prompted_model",
+           "open_data", "open_eval_data", "open_model", "open_predict_data", "prompted_from_saved", "prompted_model",
            "read_saved_prompt"]
 
 
@@ -68,6 +69,12 @@ def open_eval_data(data: DataConfig):
     split, vocabulary = run_data.open_eval_split(data)
     check_labelled(split, "evaluation", _eval_setting(data))
     return split, vocabulary
+
+
+def open_predict_data(data: DataConfig):
+    """The split ``predict`` runs on (``data.eval_split`` or ``data.eval_cache``) and its vocabulary: labels
+    are not needed, so SuperGLUE's and GLUE's unlabelled test splits are the main use."""
+    return run_data.open_eval_split(data)
 
 
 def _eval_setting(data: DataConfig) -> str:

@@ -15,6 +15,7 @@ import gin
 from xprompt_jax import optimizers
 from xprompt_jax.commands import ensemble as ensemble_command
 from xprompt_jax.commands import evaluate as evaluate_command
+from xprompt_jax.commands import predict as predict_command
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models import config as model_config
 from xprompt_jax.prompts.kinds import make_spec
@@ -24,11 +25,12 @@ from xprompt_jax.xprompt import stages as xprompt_stages
 
 MODULE = "xprompt_jax"
 
-# Entry points: what `xprompt-jax train|evaluate|xprompt|ensemble` call.
+# Entry points: what `xprompt-jax train|evaluate|xprompt|ensemble|predict` call.
 train = gin.external_configurable(loop.train, module=MODULE)
 evaluate = gin.external_configurable(evaluate_command.evaluate, module=MODULE)
 xprompt = gin.external_configurable(xprompt_stages.xprompt, module=MODULE)
 ensemble = gin.external_configurable(ensemble_command.ensemble, module=MODULE)
+predict = gin.external_configurable(predict_command.predict, module=MODULE)
 
 # Settings objects, built in gin files with @xprompt_jax.Name().
 DataConfig = gin.external_configurable(settings.DataConfig, module=MODULE)
@@ -41,7 +43,7 @@ LearningRate = gin.external_configurable(optimizers.LearningRate, module=MODULE)
 PromptSpec = gin.external_configurable(make_spec, name="PromptSpec", module=MODULE)  # a spec of any kind
 t5_config = gin.external_configurable(model_config.t5_config, module=MODULE)
 
-ENTRY_POINTS = {"train": train, "evaluate": evaluate, "xprompt": xprompt, "ensemble": ensemble}
+ENTRY_POINTS = {"train": train, "evaluate": evaluate, "xprompt": xprompt, "ensemble": ensemble, "predict": predict}
 
 # Bindings of the flat-argument era -> the settings field that replaced them.
 _DATA = ("task", "train_split", "eval_split", "train_cache", "eval_cache", "vocabulary_path", "input_length",

@@ -6,6 +6,7 @@
     xprompt-jax evaluate --gin_file=... --gin_file=runs/eval.gin --gin.PROMPT_SOURCE="'/tmp/run'" ...
     xprompt-jax xprompt --gin_file=... --gin_file=runs/xprompt.gin --gin.MODEL_DIR="'/tmp/xprompt'" ...
     xprompt-jax ensemble --gin_file=... --gin_file=runs/ensemble.gin --gin.PROMPT_SOURCES="['/tmp/a', '/tmp/b']" ...
+    xprompt-jax predict --gin_file=... --gin_file=runs/predict.gin --gin.PROMPT_SOURCE="'/tmp/run'" --gin.OUTPUT_FILE=...
     xprompt-jax convert --checkpoint=.../model.ckpt-1000000 --out=/tmp/t5_orbax
 
 The command table (``COMMANDS``) names each sub-command's help line; ``smoke``, ``demo`` and ``convert``
@@ -34,6 +35,7 @@ COMMANDS = {
     "evaluate": "score a saved prompt on a task split (gin: runs/eval.gin)",
     "xprompt": "prompt tuning, pruning and rewinding in one run (gin: runs/xprompt.gin)",
     "ensemble": "majority vote of N saved prompts in one batch (gin: runs/ensemble.gin)",
+    "predict": "a saved prompt's predictions on a split, labelled or not, as JSON lines (gin: runs/predict.gin)",
     "demo": "the built-in demo: pre-train a tiny T5, prompt-tune it, run XPrompt",
     "convert": "write a Mesh TensorFlow checkpoint (model.ckpt-N) as an Orbax one (needs TensorFlow, once)",
 }

@@ -119,7 +119,7 @@ def check_labelled(split, role: str, setting: str) -> None:
                f"use a labelled split ({setting}={'validation' if role == 'evaluation' else 'train'!r})")
         raise ConfigError(f"the {role} split {name} has no labels (every example's label is -1, as in SuperGLUE's "
                           f"and GLUE's test splits), so it cannot be {'trained on' if role == 'training' else 'scored'}: "
-                          f"{use}")
+                          f"{use}; a prompt's predictions on it come from `xprompt-jax predict` (runs/predict.gin)")
     if missing:
         import logging
         logging.getLogger(__name__).warning(f"[data] {missing} of {split.num_examples} examples of {name} have no "

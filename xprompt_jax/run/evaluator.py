@@ -70,13 +70,18 @@ def in_example_order(batches: Iterable[tuple], predict: Callable[[dict], np.ndar
     return restore_order(values, order)
 
 
-def predict_labels(model, trainable, frozen, masks, batches, label_ids: np.ndarray) -> np.ndarray:
-    """Index of the best-scoring label for every valid example of ``batches``, in example order."""
+def label_scores(model, trainable, frozen, masks, batches, label_ids: np.ndarray) -> np.ndarray:
+    """(examples, labels) log-likelihood of every label for every valid example of ``batches``, in example order."""
     score = _jitted(rank_scores, model)
     labels = jnp.asarray(label_ids)
-    best = in_example_order(batches, lambda b: to_host(score(trainable, frozen, masks, b["encoder_input_tokens"],
-                                                              labels)).argmax(-1))
-    return np.asarray(best, np.int64)
+    scores = in_example_order(batches, lambda b: to_host(score(trainable, frozen, masks, b["encoder_input_tokens"],
+                                                                labels)))
+    return np.asarray(scores, np.float32).reshape(-1, len(label_ids))
+
+
+def predict_labels(model, trainable, frozen, masks, batches, label_ids: np.ndarray) -> np.ndarray:
+    """Index of the best-scoring label for every valid example of ``batches``, in example order."""
+    return label_scores(model, trainable, frozen, masks, batches, label_ids).argmax(-1).astype(np.int64)
 
 
 def predict_tokens(model, trainable, frozen, masks, batches, max_decode_length: int) -> List[np.ndarray]:
@@ -122,6 +127,17 @@ class Evaluator:
             return [self.info.label_names[i] for i in best]
         tokens = predict_tokens(self.model, trainable, frozen, masks, self.batches(), self.max_decode_length)
         return [self.vocabulary.decode(t) for t in tokens]
+
+    def predictions(self, trainable, frozen, masks) -> List[Dict[str, Any]]:
+        """Per example, in example order: the predicted text and, under rank classification, its label index
+        and log-likelihood (what ``xprompt-jax predict`` writes)."""
+        trainable, masks = self.model.for_evaluation(trainable, masks)
+        if self.mode == "rank":
+            scores = label_scores(self.model, trainable, frozen, masks, self.batches(), self.label_ids)
+            return [{"prediction": self.info.label_names[int(row.argmax())], "label": int(row.argmax()),
+                     "score": float(row.max())} for row in scores]
+        tokens = predict_tokens(self.model, trainable, frozen, masks, self.batches(), self.max_decode_length)
+        return [{"prediction": self.vocabulary.decode(t)} for t in tokens]
 
     def __call__(self, trainable, frozen, masks) -> Dict[str, float]:
         texts = self.predictions_text(trainable, frozen, masks)

@@ -1,0 +1,60 @@
+"""``xprompt-jax predict``: a saved prompt's predictions for every example of a task split, in order.
+
+Labels are not needed, so the unlabelled test splits of SuperGLUE and GLUE are the main use. Each line of
+``output_file`` (JSON lines, written atomically) is one example: its position, its ``idx``, its input
+text and the prediction; under rank classification also the label index and its log-likelihood.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, List
+
+from xprompt_jax import assembly
+from xprompt_jax.errors import DataError
+from xprompt_jax.logs import is_main_process
+from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel, require_string
+
+logger = logging.getLogger(__name__)
+
+
+def predict(prompt_source: str,
+            output_file: str,
+            data: DataConfig = DataConfig(),
+            model: FrozenModel = FrozenModel(),
+            evaluation: EvalConfig = EvalConfig(),
+            combine: str = "prefix") -> List[Dict[str, Any]]:
+    """Predictions of a saved prompt on ``data.eval_split`` (or ``data.eval_cache``), written to ``output_file``."""
+    require_string("PROMPT_SOURCE", prompt_source, "predict.prompt_source")
+    require_string("OUTPUT_FILE", output_file, "predict.output_file")
+    saved = assembly.read_saved_prompt(prompt_source)
+    split, vocabulary = assembly.open_predict_data(data)
+    if split.num_examples == 0:
+        raise DataError(f"the split {split.meta.get('task')}:{split.meta.get('split')} ({split.path}) has no examples")
+    config, frozen = assembly.open_model(model, data.seed, vocabulary)
+    prompted, trainable, masks = assembly.prompted_from_saved(config, saved, combine,
+                                                              assembly.cached_input_length(split))
+    evaluator = assembly.evaluator_for(prompted, split, vocabulary, data, evaluation)
+    rows = [{"index": i, "idx": example.get("idx"), "inputs": example.get("inputs_pretokenized"), **prediction}
+            for i, (example, prediction) in enumerate(zip(split.examples, evaluator.predictions(trainable, frozen,
+                                                                                                 masks)))]
+    if is_main_process():
+        _write_jsonl(output_file, rows)
+    logger.info(f"[predict] {len(rows)} predictions of {saved.where} on {split.meta.get('task')}:"
+                f"{split.meta.get('split')} ({evaluator.mode}) written to {output_file}")
+    return rows
+
+
+def _write_jsonl(path: str, rows: List[Dict[str, Any]]) -> None:
+    """One JSON object a line, written to a temporary sibling and renamed into place."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
