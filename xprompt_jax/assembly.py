@@ -34,10 +34,11 @@ from xprompt_jax.prompts import initializers
 from xprompt_jax.prompts.kinds import PromptSpecBase, make_spec
 from xprompt_jax.run import data as run_data
 from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel
+from xprompt_jax.run.data import cached_input_length
 from xprompt_jax.run.evaluator import Evaluator
 from xprompt_jax.run.frozen_model import check_vocabulary, load_frozen, model_config_for
 
-__all__ = ["CompiledStep", "SavedPrompt", "check_prompt_fits", "compile_step", "evaluator_for", "model_config_for",
+__all__ = ["CompiledStep", "SavedPrompt", "cached_input_length", "check_prompt_fits", "compile_step", "evaluator_for", "model_config_for",
            "open_data", "open_eval_data", "open_model", "open_predict_data", "prompted_from_saved", "prompted_model",
            "read_saved_prompt"]
 
@@ -99,10 +100,6 @@ def check_spec(spec: PromptSpecBase, config: T5Config, input_length: Optional[in
     run before the data caches are written, so a bad prompt setting costs nothing."""
     check_prompt_fits(spec.length, None, config, input_length)
     spec.build_module(config.emb_dim, lambda rng, shape: None)
-
-
-def cached_input_length(split) -> int:
-    return int(split.features["encoder_input_tokens"].shape[1])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -69,6 +69,13 @@ def save_json(path: str, value) -> str:
     return path
 
 
+def save_jsonl(path: str, records) -> str:
+    """One JSON object a line, written atomically (the metrics log when it is rewritten, predictions)."""
+    with _atomic_file(path, ".tmp") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    return path
+
+
 def save_npz(path: str, **arrays) -> str:
     """``numpy.savez`` written atomically."""
     with _atomic_file(path, ".tmp.npz") as tmp:

@@ -6,12 +6,10 @@ text and the prediction; under rank classification also the label index and its 
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 from typing import Any, Dict, List
 
-from xprompt_jax import assembly
+from xprompt_jax import assembly, export
 from xprompt_jax.errors import DataError
 from xprompt_jax.logs import is_main_process
 from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel, require_string
@@ -40,21 +38,7 @@ def predict(prompt_source: str,
             for i, (example, prediction) in enumerate(zip(split.examples, evaluator.predictions(trainable, frozen,
                                                                                                  masks)))]
     if is_main_process():
-        _write_jsonl(output_file, rows)
+        export.save_jsonl(output_file, rows)
     logger.info(f"[predict] {len(rows)} predictions of {saved.where} on {split.meta.get('task')}:"
                 f"{split.meta.get('split')} ({evaluator.mode}) written to {output_file}")
     return rows
-
-
-def _write_jsonl(path: str, rows: List[Dict[str, Any]]) -> None:
-    """One JSON object a line, written to a temporary sibling and renamed into place."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

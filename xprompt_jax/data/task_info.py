@@ -11,8 +11,13 @@ this module; it imports neither.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from xprompt_jax.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
 
 # Modules whose import registers seqio tasks; a module may add label names of its own (``LABEL_NAMES``).
 TASK_MODULES = ("tasks.superglue", "tasks.glue", "tasks.demo")
@@ -108,7 +113,6 @@ def unlabelled_count(split) -> int:
 def check_labelled(split, role: str, setting: str) -> None:
     """Refuse to train on (``role='training'``) or score (``'evaluation'``) a split that is empty or has
     no labels: either would exit 0 with numbers that mean nothing. ``setting`` is what the user changes."""
-    from xprompt_jax.errors import ConfigError, DataError
     name = f"{split.meta.get('task', '?')}:{split.meta.get('split', '?')}"
     if split.num_examples == 0:
         raise DataError(f"the {role} split {name} ({split.path}) has no examples: its data file is empty or "
@@ -121,6 +125,5 @@ def check_labelled(split, role: str, setting: str) -> None:
                           f"and GLUE's test splits), so it cannot be {'trained on' if role == 'training' else 'scored'}: "
                           f"{use}; a prompt's predictions on it come from `xprompt-jax predict` (runs/predict.gin)")
     if missing:
-        import logging
-        logging.getLogger(__name__).warning(f"[data] {missing} of {split.num_examples} examples of {name} have no "
+        logger.warning(f"[data] {missing} of {split.num_examples} examples of {name} have no "
                                             "label (-1): they count as wrong answers in scores and train on '<unk>'")

@@ -39,12 +39,13 @@ HUB_NAMES = {
     **{f"google/mt5-{s}": f"mt5_{s}" for s in SIZES},
     **{f"google/byt5-{s}": f"byt5_{s}" for s in SIZES},
     **{f"google/t5-v1_1-{s}": f"t5_1_1_{s}" for s in SIZES},
-    **{f"google/t5-{s}-lm-adapt": f"t5_1_1_{s}" for s in ("small", "base", "large", "xl", "xxl")},
-    **{f"t5-{s}": f"t5_1_0_{s}" for s in ("small", "base", "large", "3b", "11b")},
+    **{f"google/t5-{s}-lm-adapt": f"t5_1_1_{s}" for s in SIZES},
+    **{f"t5-{s}": f"t5_1_0_{s}" for s in ("small", "base", "large")},
+    "t5-3b": "t5_1_0_3B",
+    "t5-11b": "t5_1_0_11B",
     "google/ul2": "ul2_20B",
     "google/flan-ul2": "flan_ul2_20B",
 }
-HUB_NAMES.update({"t5-3b": "t5_1_0_3B", "t5-11b": "t5_1_0_11B"})
 
 # Where the public checkpoints and vocabularies are (the README's model table).
 MT5_VOCAB = "gs://t5-data/vocabs/mc4.250000.100extra/sentencepiece.model"

@@ -28,7 +28,12 @@ class RunData:
 
     @property
     def cached_input_length(self) -> int:
-        return self.train.features["encoder_input_tokens"].shape[1]
+        return cached_input_length(self.train)
+
+
+def cached_input_length(split) -> int:
+    """The encoder length a split was cached at (the longest batches are cut to)."""
+    return int(split.features["encoder_input_tokens"].shape[1])
 
 
 def open_run_data(data: DataConfig, with_eval: bool = True) -> RunData:
@@ -58,7 +63,7 @@ def buckets_for(data: DataConfig, split) -> Optional[Tuple[int, ...]]:
     if data.length_buckets is False:
         return None
     from xprompt_jax.data.buckets import bucket_lengths
-    width = split.features["encoder_input_tokens"].shape[1]
+    width = cached_input_length(split)
     if data.length_buckets is True:
         buckets = tuple(bucket_lengths(width))
     else:

@@ -121,17 +121,12 @@ class Evaluator:
         return eval_batches(self.split, self.batch_size, self.mesh, self.buckets)
 
     def predictions_text(self, trainable, frozen, masks) -> list:
-        trainable, masks = self.model.for_evaluation(trainable, masks)  # EPT & co.: score the materialised prompt
-        if self.mode == "rank":
-            best = predict_labels(self.model, trainable, frozen, masks, self.batches(), self.label_ids)
-            return [self.info.label_names[i] for i in best]
-        tokens = predict_tokens(self.model, trainable, frozen, masks, self.batches(), self.max_decode_length)
-        return [self.vocabulary.decode(t) for t in tokens]
+        return [row["prediction"] for row in self.predictions(trainable, frozen, masks)]
 
     def predictions(self, trainable, frozen, masks) -> List[Dict[str, Any]]:
         """Per example, in example order: the predicted text and, under rank classification, its label index
         and log-likelihood (what ``xprompt-jax predict`` writes)."""
-        trainable, masks = self.model.for_evaluation(trainable, masks)
+        trainable, masks = self.model.for_evaluation(trainable, masks)  # EPT & co.: score the materialised prompt
         if self.mode == "rank":
             scores = label_scores(self.model, trainable, frozen, masks, self.batches(), self.label_ids)
             return [{"prediction": self.info.label_names[int(row.argmax())], "label": int(row.argmax()),

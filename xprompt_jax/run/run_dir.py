@@ -115,10 +115,7 @@ class RunDir:
 
     def _rewrite(self, records: List[dict]) -> None:
         if is_main_process():
-            tmp = f"{self.metrics_path}.tmp"
-            with open(tmp, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in records)
-            os.replace(tmp, self.metrics_path)
+            export.save_jsonl(self.metrics_path, records)
 
     def keep_history_through(self, step: int) -> List[dict]:
         """Drop evaluations after ``step`` (a resumed run repeats them); returns the kept lines."""
