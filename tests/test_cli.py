@@ -123,3 +123,13 @@ def test_a_macro_of_a_gin_file_not_loaded_names_the_files_that_read_it(capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "prompts/sampled_vocabulary.gin" in err and "--gin_file" in err
     assert "did you mean" not in err
+
+
+@pytest.mark.parametrize("folder", ["hf_byt5_tiny", "hf_mt5_tiny", "hf_ul2_style_tiny"])
+def test_smoke_runs_every_family_within_its_vocabulary(folder, capsys):
+    """ByT5 embeds 384 rows: smoke's sample ids are folded into the model's vocabulary, and a non-finite
+    forward pass would be an error, not 'ok'."""
+    from helpers import shared_path
+    assert cli.main(["smoke", f"--checkpoint={shared_path('fixtures', folder)}"]) == 0
+    out = capsys.readouterr().out
+    assert "finite=True" in out and "nan" not in out and out.rstrip().endswith("[smoke] ok")
