@@ -71,7 +71,7 @@ def demo(tmp_path_factory):
 
 
 # Layers of the suite (pytest.ini declares the markers). `pytest -m "not slow"` leaves out the demo's
-# wheel install, the notebook and the two-process runs (about 6 minutes); the README's command runs everything. A test file can also mark itself (pytestmark = ...).
+# wheel install, the notebook and the two-process runs (about 5 minutes); the README's command runs everything. A test file can also mark itself (pytestmark = ...).
 INTEGRATION_MODULES = {"test_trainer", "test_xprompt_run", "test_demo", "test_cli", "test_launchers",
                        "test_colab", "test_multihost", "test_ensembling", "test_data_guards"}
 SLOW_MODULES = {"test_demo", "test_colab", "test_multihost"}   # fresh venvs, notebooks, process groups
