@@ -25,6 +25,7 @@ DEFAULT_RULES: Tuple[Tuple[str, Optional[str]], ...] = (
     ("heads", MODEL),
     ("joined_kv", MODEL),
     ("embed", None),
+    ("layers", None),          # the layer axis of scanned stacks (T5Config.scan_layers)
     ("kv", None),
     ("length", None),
     ("relpos_buckets", None),

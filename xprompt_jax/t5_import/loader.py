@@ -19,6 +19,7 @@ import numpy as np
 from flax import traverse_util
 
 from xprompt_jax.errors import CheckpointError
+from xprompt_jax.models import scan_layout
 from xprompt_jax.models.config import NAMED_CONFIGS, T5Config, t5_config, variant_and_size
 from xprompt_jax.models.t5 import param_shapes
 from xprompt_jax.t5_import import huggingface, mesh_tf, storage, t5x
@@ -161,8 +162,9 @@ def load_t5_checkpoint(path: str, config: Union[T5Config, str, None] = None,
             found_config = _merge_runtime_fields(found_config, wanted)
     else:
         flat = t5x.read_msgpack_checkpoint(path) if fmt == "t5x_msgpack" else t5x.read_orbax_checkpoint(path)
+        flat = _unrolled(flat, path)
         if wanted is None:
-            guesses = _guess_names({k: tuple(v.shape) for k, v in flat.items()})
+            guesses = _guess_names(_shared_relpos_shapes(flat))
             if not (guess_size and len({NAMED_CONFIGS[g] for g in guesses}) == 1):  # Flan-T5 = T5 1.1 shapes
                 hint = (f" Its shapes match {', '.join(guesses)}: e.g. --gin_file=sizes/{_size_of(guesses[0])}.gin"
                         if guesses else " No known size matches its shapes.")
@@ -174,12 +176,41 @@ def load_t5_checkpoint(path: str, config: Union[T5Config, str, None] = None,
                         "using it")
             wanted = t5_config(guesses[0])
         found_config = wanted
-    check_params(flat, found_config, path)
+        if scan_layout.per_layer_tables(flat) and not found_config.per_layer_relpos_bias:
+            logger.info(f"[checkpoint] {path} has a relative-position table per layer (a scanned flaxformer model): "
+                        "building the model with per_layer_relpos_bias")
+            found_config = found_config.replace(per_layer_relpos_bias=True)
+    check_params(flat, found_config.replace(scan_layers=False), path)
     check_finite(flat, path)
     if param_dtype is not None:
         found_config = found_config.replace(param_dtype=param_dtype)
     flat = {k: _cast(v, found_config.param_dtype) for k, v in flat.items()}
+    if found_config.scan_layers:  # the checkpoint's layout does not matter: the config's is built
+        flat = scan_layout.stack_flat(flat)
     return found_config, traverse_util.unflatten_dict(flat, sep="/")
+
+
+def _unrolled(flat: Dict[str, np.ndarray], path: str) -> Dict[str, np.ndarray]:
+    """Any T5X layout as the unrolled tree: scanned checkpoints (flaxformer's ``encoder/encoder``, T5X
+    scalable_t5's and this project's ``encoder/layers``) are split per layer, and per-layer
+    relative-position tables that are equal in every layer become T5's one table per stack."""
+    if not scan_layout.is_scanned(flat):
+        return flat
+    flat, collapsed = scan_layout.collapse_relpos(scan_layout.from_scanned_checkpoint(flat))
+    logger.info(f"[checkpoint] {path} is a scanned checkpoint (layers stacked on axis {scan_layout.SCAN_AXIS}): "
+                f"read per layer{'; its per-layer relative-position tables are equal: one table per stack' if collapsed else ''}")
+    return flat
+
+
+def _shared_relpos_shapes(flat: Dict[str, np.ndarray]) -> Dict[str, tuple]:
+    """Parameter shapes with per-layer relative-position tables counted as one shared table: the named
+    configs a checkpoint of a flaxformer scanned model matches."""
+    shapes = {}
+    for name, value in flat.items():
+        if "/layers_" in name and name.endswith("relpos_bias/rel_embedding"):
+            name = name.split("/")[0] + "/relpos_bias/rel_embedding"
+        shapes[name] = tuple(value.shape)
+    return shapes
 
 
 def _cast(value: np.ndarray, dtype_name: str) -> np.ndarray:
@@ -191,7 +222,7 @@ def _cast(value: np.ndarray, dtype_name: str) -> np.ndarray:
 
 def _merge_runtime_fields(found: T5Config, wanted: T5Config) -> T5Config:
     """Keep the checkpoint's architecture, take run-time choices (dtypes, dropout, remat) from ``wanted``."""
-    runtime = ("dtype", "param_dtype", "dropout_rate", "remat", "attention_implementation")
+    runtime = ("dtype", "param_dtype", "dropout_rate", "remat", "attention_implementation", "scan_layers")
     arch_fields = [f for f in T5Config.__dataclass_fields__ if f not in runtime]
     differ = [f for f in arch_fields if getattr(found, f) != getattr(wanted, f)]
     if differ:
