@@ -1,4 +1,4 @@
-"""This project's prompt-tuning step against Hugging Face PEFT prompt tuning, in one process, timed alternately.
+"""This project's prompt-tuning step against Hugging Face PEFT prompt tuning, each in its own process, timed alternately.
 
     python benchmarks/compare_peft.py --mode fixed [--inputs 256 --targets 16 --batch 8] [--out r.json]
     python benchmarks/compare_peft.py --mode real --tasks rte,wic,boolq [--data_cache benchmarks/data_cache]
@@ -10,10 +10,16 @@ own Hugging Face importer, and the same initial prompt, so the first losses must
 optimiser (Adafactor lr 0.3 as gin/runs/prompt_tune.gin; PEFT side: transformers' Adafactor with
 scale_parameter/relative_step/warmup_init off, decay -0.8, clipping 1.0, weight decay 1e-5; or AdamW on
 both with ``--optimizer adamw``). The project side is the real training step (``make_train_step`` +
-``jit_train_step`` + ``make_shardings``; z-loss 0, as PEFT has none). After compiling and warming up,
-each side runs ``--steps`` steps in turn (A, B, A, B, ... for ``--rounds`` rounds), so machine noise falls
-on all of them; a round's examples/s counts whole steps (fetching the batch from the numpy cache, the
-transfer and the step). The table gives the median over rounds.
+``jit_train_step`` + ``make_shardings``; z-loss 0, as PEFT has none). PEFT's prompt goes to the encoder
+only (``num_transformer_submodules=1``), as Lester et al.'s and the project's.
+
+Each runtime runs in its own worker process (the project's sides in one, eager PEFT in another, PEFT under
+``torch.compile`` in a third), so XLA's and PyTorch's thread pools never share a process. After every
+worker has compiled and warmed up, the parent asks them in turn for ``--steps`` steps of one side (A, B,
+A, B, ... for ``--rounds`` rounds) and only one worker runs at a time, so machine noise falls on all sides
+and no side runs beside another. A round's examples/s counts whole steps (fetching the batch from the
+numpy cache, the transfer and the step); the table gives the median over rounds. ``--sides`` runs a
+subset (``--sides peft`` alone gives PEFT's rate alone, to check that alternation changes nothing).
 
 Modes. ``fixed``: one random batch of fixed shape. ``real``: RTE, WiC, BoolQ (train, or validation where
 the train split is missing: BoolQ's here) from numpy caches of the official files in T5 format (the real
@@ -25,14 +31,14 @@ length buckets (``project_buckets``) and to its buckets with length-grouped shuf
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import gc
 import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU with JAX
@@ -45,12 +51,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+from benchmarks.peft_sides import (  # noqa: E402
+    build_hf,
+    build_peft,
+    build_project,
+    frozen_from_hf,
+    open_task,
+    peft_sides,
+    project_config,
+    project_sides,
+    same_weights_hf,
+    task_split,
+)
+
 INSTALL_HINT = ("compare_peft.py needs PyTorch, transformers and peft (the project's test extra): "
                 "pip install -e .[test]   or   pip install torch transformers peft")
-TASK_NAMES = {"rte": "taskless_super_glue_rte_v102", "wic": "taskless_super_glue_wic_v102",
-              "boolq": "taskless_super_glue_boolq_v102", "cb": "taskless_super_glue_cb_v102",
-              "copa": "taskless_super_glue_copa_v102"}
-TASK_FOLDERS = {"rte": "RTE", "wic": "WiC", "boolq": "BoolQ", "cb": "CB", "copa": "COPA"}
+WORKERS = ("project", "peft", "peft_compiled")
 
 
 def parse_args(argv=None):
@@ -64,6 +80,7 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="float32", help="activations and frozen weights: float32 or bfloat16")
     p.add_argument("--remat", default="none", choices=("none", "full", "minimal"),
                    help="project: T5Config.remat; anything but none also turns on PEFT's gradient checkpointing")
+    p.add_argument("--scan_layers", action="store_true", help="project: T5Config.scan_layers (one layer compiled)")
     p.add_argument("--optimizer", choices=("adafactor", "adamw"), default="adafactor")
     p.add_argument("--lr", type=float, default=0.3)
     p.add_argument("--weights", choices=("same", "independent"), default="same",
@@ -84,6 +101,13 @@ def parse_args(argv=None):
                    help="seconds of timed rounds per size and task: stop after the round that passes it")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--out", default=None, help="JSON file, rewritten after every measurement")
+    p.add_argument("--sides", default=None,
+                   help="workers to run, of project,peft,peft_compiled (default: project and peft, plus "
+                        "peft_compiled with --peft_compile, less peft with --no_peft_eager)")
+    p.add_argument("--worker", choices=WORKERS, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_size", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_task", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--prompt_file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--write_caches_only", action="store_true",
                    help="write the numpy caches of --tasks (seqio + TensorFlow, here) and stop: gpu_suite --prepare")
     return p.parse_args(argv)
@@ -99,361 +123,192 @@ def require_torch():
         sys.exit(2)
 
 
-# -- models ------------------------------------------------------------------------------------------
-def project_config(args, size: str):
-    from xprompt_jax.models.config import t5_config
-    return t5_config(size, dtype=args.dtype, param_dtype=args.dtype, remat=args.remat)  # a bare size: T5 1.1
-
-
-def hf_config(cfg):
-    """transformers' T5Config of the same shape (inverse of t5_import.huggingface.config_from_hf)."""
-    import transformers
-    gated = len(cfg.mlp_activations) == 2
-    act = {"gelu": "gelu_new", "relu": "relu"}[cfg.mlp_activations[0]]
-    return transformers.T5Config(
-        vocab_size=cfg.vocab_size, d_model=cfg.emb_dim, d_kv=cfg.head_dim, d_ff=cfg.mlp_dim,
-        num_layers=cfg.num_encoder_layers, num_decoder_layers=cfg.num_decoder_layers, num_heads=cfg.num_heads,
-        relative_attention_num_buckets=cfg.relative_attention_num_buckets,
-        relative_attention_max_distance=cfg.relative_attention_max_distance,
-        feed_forward_proj=("gated-gelu" if act == "gelu_new" else "gated-relu") if gated else act,
-        tie_word_embeddings=cfg.logits_via_embedding, dropout_rate=cfg.dropout_rate,
-        layer_norm_epsilon=cfg.layer_norm_epsilon, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-        use_cache=False)
-
-
-def build_hf(cfg, device, dtype):
-    """A random PyTorch T5 of ``cfg``'s shape, on ``device``; T5 1.1 gets its own (untied) output layer."""
+# -- a worker: one runtime's sides, timed when the parent asks ---------------------------------------
+def torch_dtype(args):
     import torch
-    import transformers
-    torch.manual_seed(0)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = transformers.T5ForConditionalGeneration(hf_config(cfg))
-            if not cfg.logits_via_embedding:
-                head = torch.randn(cfg.vocab_size, cfg.emb_dim) * cfg.emb_dim ** -0.5
-                model.lm_head.weight = torch.nn.Parameter(head.to(dtype))
-    finally:
-        torch.set_default_dtype(old)
-    return model
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
 
 
-def frozen_from_hf(model, cfg):
-    """The PyTorch weights as the project's frozen tree, through the project's own HF importer."""
-    import jax.numpy as jnp
-    from flax import traverse_util
-
-    from xprompt_jax.t5_import.huggingface import convert
-    tensors = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
-    converted_cfg, flat = convert(tensors, cfg, "the benchmark's PyTorch T5")
-    assert converted_cfg.logits_via_embedding == cfg.logits_via_embedding
-    del tensors
-    return traverse_util.unflatten_dict({k: jnp.asarray(v, cfg.param_dtype) for k, v in flat.items()}, sep="/")
-
-
-@dataclasses.dataclass
-class ProjectModel:
-    model: object
-    optimizer: object
-    frozen: object
-    shardings: object
-    step: object
-    mesh: object
-
-    def fresh_state(self):
+def build_worker_sides(args):
+    """(sides, setup_s, compile_s, device) of this worker's runtime, for --worker_size and --worker_task."""
+    cfg = project_config(args, args.worker_size)
+    split = None if args.worker_task == "fixed" else open_task(args, args.worker_task, task_split(args, args.worker_task))
+    t0 = time.perf_counter()
+    if args.worker == "project":
         import jax
-
-        from xprompt_jax import train_step
-        state = train_step.create_state(self.model, self.optimizer, jax.random.PRNGKey(0))
-        return jax.device_put(state, self.shardings.state)
-
-
-def build_project(cfg, args, frozen):
-    import jax
-
-    from xprompt_jax import assembly, partitioning, train_step
-    from xprompt_jax.optimizers import make_optimizer
-    from xprompt_jax.prompts.kinds import make_spec
-    mesh = partitioning.make_mesh(-1, 1)
-    spec = make_spec(length=args.prompt, init="sampled_vocabulary", pieces=16 if cfg.emb_dim % 16 == 0 else 1)
-    frozen = assembly.random_frozen(cfg, mesh) if frozen is None else frozen
-    model = assembly.prompted_model(cfg, spec, frozen)
-    opt = make_optimizer(args.optimizer, learning_rate=args.lr)
-    state = train_step.create_state(model, opt, jax.random.PRNGKey(0))
-    compiled = assembly.compile_step(model, opt, state, mesh, z_loss=0.0)
-    frozen = compiled.place_frozen(frozen)
-    return ProjectModel(model, opt, frozen, compiled.shardings, compiled, mesh)
-
-
-def build_peft(hf_model, cfg, prompt_length: int, gradient_checkpointing: bool):
-    """PEFT prompt tuning (``num_virtual_tokens=prompt_length``) around the PyTorch T5."""
-    from peft import PromptTuningConfig, TaskType, get_peft_model
-    if gradient_checkpointing:
-        hf_model.gradient_checkpointing_enable()
-    # num_transformer_submodules=1: the prompt goes to the encoder only (Lester et al., and what the project
-    # trains). PEFT's seq2seq default of 2 prepends a second prompt to the decoder inputs as well.
-    peft_model = get_peft_model(hf_model, PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM,
-                                                             num_virtual_tokens=prompt_length,
-                                                             num_transformer_submodules=1))
-    if not cfg.logits_via_embedding:
-        base = peft_model.get_base_model()
-        assert base.lm_head.weight.data_ptr() != base.shared.weight.data_ptr(), "lm_head got tied"
-    peft_model.train()
-    return peft_model
-
-
-def reset_peft(peft_model, args, initial_prompt):
-    """The project's initial prompt into PEFT's table, and a fresh optimiser (at the start of every task)."""
-    import torch
-    table = peft_model.prompt_encoder["default"].embedding.weight
-    with torch.no_grad():  # one prompt, the encoder's (num_transformer_submodules=1)
-        table[:args.prompt].copy_(torch.from_numpy(np.array(initial_prompt, np.float32)).to(table))
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    if args.optimizer == "adafactor":
-        from transformers.optimization import Adafactor
-        return Adafactor(params, lr=args.lr, scale_parameter=False, relative_step=False, warmup_init=False,
-                         decay_rate=-0.8, clip_threshold=1.0, weight_decay=1e-5)
-    return torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-5)
-
-
-# -- the timed sides ---------------------------------------------------------------------------------
-class ProjectSide:
-    kind = "project"
-
-    def __init__(self, name, pm: ProjectModel, batches, prompt_length: int):
-        self.name, self.pm, self.batches, self.prompt_length = name, pm, batches, prompt_length
-        self.state, self.metrics, self.first_loss, self.widths = pm.fresh_state(), None, None, []
-
-    def run(self, batch):
-        from xprompt_jax import partitioning
-        from xprompt_jax.train_step import BATCH_KEYS
-        device_batch = partitioning.global_batch({k: batch[k] for k in BATCH_KEYS}, self.pm.mesh)
-        self.state, self.metrics = self.pm.step(self.state, self.pm.frozen, device_batch)
-
-    def step(self) -> int:
-        batch = next(self.batches)
-        self.widths.append(batch["encoder_input_tokens"].shape[1] + self.prompt_length)
-        self.run(batch)
-        return len(batch["encoder_input_tokens"])
-
-    def sync(self):
-        import jax
-        jax.block_until_ready(self.metrics)
-        if self.first_loss is None:
-            self.first_loss = float(self.metrics["loss"])
-
-    def reset_peak(self):
-        pass
-
-    def peak_bytes(self):
-        import jax
-        try:
-            return (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
-        except Exception:  # noqa: BLE001 - CPU devices report no memory stats
-            return None
-
-
-class PeftSide:
-    kind = "peft"
-
-    def __init__(self, name, model, optimizer, batches, device, prompt_length: int, dynamic: bool, compiled: bool):
+        frozen = None
+        if args.weights == "same":  # PyTorch's seed-0 weights through the project's own HF importer
+            frozen = frozen_from_hf(same_weights_hf(cfg, "cpu", torch_dtype(args)), cfg)
+        pm = build_project(cfg, args, frozen)
+        del frozen
+        prompt = pm.model.prompt(*pm.model.init(jax.random.split(jax.random.PRNGKey(0))[0]))
+        if args.prompt_file:
+            np.save(args.prompt_file, np.asarray(prompt, np.float32))
+        setup_s, t1 = time.perf_counter() - t0, time.perf_counter()
+        sides = project_sides(args, cfg, pm, split)
+        device = f"{jax.devices()[0].device_kind} ({jax.default_backend()})"
+    else:
         import torch
-        self.torch, self.name, self.model, self.opt, self.batches = torch, name, model, optimizer, batches
-        self.device, self.prompt_length, self.dynamic = device, prompt_length, dynamic
-        # Real data changes the padded length every batch: compile for dynamic shapes, not once per length.
-        self.forward = torch.compile(model, dynamic=dynamic or None) if compiled else model
-        self.first_loss, self.widths, self.loss = None, [], None
-
-    def step(self) -> int:
-        torch = self.torch
-        batch = next(self.batches)
-        inputs, targets = batch["encoder_input_tokens"], batch["decoder_target_tokens"]
-        weights = batch["decoder_loss_weights"]
-        if self.dynamic:  # DataCollatorWithPadding / DataCollatorForSeq2Seq: pad to the batch's longest
-            inputs = inputs[:, :max(1, int((inputs != 0).sum(1).max()))]
-            keep = max(1, int((weights != 0).sum(1).max()))
-            targets, weights = targets[:, :keep], weights[:, :keep]
-        self.widths.append(inputs.shape[1] + self.prompt_length)
-        ids = torch.from_numpy(np.ascontiguousarray(inputs)).long().to(self.device, non_blocking=True)
-        labels = torch.from_numpy(np.where(weights > 0, targets, -100)).long().to(self.device, non_blocking=True)
-        out = self.forward(input_ids=ids, attention_mask=(ids != 0).long(), labels=labels)
-        out.loss.backward()
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.loss = out.loss.detach()
-        if self.first_loss is None:  # the loss of the very first step (same weights and prompt as the project's)
-            self.first_loss = float(self.loss)
-        return len(inputs)
-
-    def sync(self):
-        if self.device.startswith("cuda"):
-            self.torch.cuda.synchronize()
-
-    def reset_peak(self):
-        if self.device.startswith("cuda"):
-            self.torch.cuda.reset_peak_memory_stats()
-
-    def peak_bytes(self):
-        return self.torch.cuda.max_memory_allocated() if self.device.startswith("cuda") else None
-
-
-def precompile(side: ProjectSide, shapes, template):
-    """One step at every (encoder, decoder) width the timed steps will meet (each is one XLA program).
-
-    ``template`` is a batch of another iterator, so the side's own batches start at the stream's start."""
-    from xprompt_jax.data.buckets import DECODER_KEYS, fit_length
-    for width, targets in sorted(set(shapes)):
-        batch = dict(template, encoder_input_tokens=fit_length(template["encoder_input_tokens"], width))
-        batch.update({k: fit_length(template[k], targets) for k in DECODER_KEYS})
-        side.run(batch)
-        side.sync()
-
-
-def measure(sides, args):
-    """Warm-up, then alternate rounds; returns {name: per-round examples/s}."""
-    for side in sides:
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        hf = (same_weights_hf(cfg, device, torch_dtype(args)) if args.weights == "same"
+              else build_hf(cfg, device, torch_dtype(args)))
+        model = build_peft(hf, cfg, args.prompt, args.remat != "none")
+        prompt = np.load(args.prompt_file) if args.prompt_file and os.path.exists(args.prompt_file) else None
+        setup_s, t1 = time.perf_counter() - t0, time.perf_counter()
+        sides = peft_sides(args, cfg, model, device, args.worker, args.worker == "peft_compiled", split, prompt)
+    for side in sides:  # warm-up: torch.compile compiles here, XLA already has (precompile)
         for _ in range(args.warmup):
             side.step()
         side.sync()
-    rates = {s.name: [] for s in sides}
-    peaks = {s.name: None for s in sides}
-    started = time.perf_counter()
-    for _ in range(args.rounds):
-        for side in sides:
+    return sides, setup_s, time.perf_counter() - t1, device
+
+
+def _first_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
+
+
+def worker_main(args) -> int:
+    """Build this runtime's sides, say which, then run one side's ``--steps`` steps per request on stdin."""
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever else prints goes to stderr, never into the protocol
+
+    def reply(message):
+        protocol.write(json.dumps(message) + "\n")
+
+    try:
+        sides, setup_s, compile_s, device = build_worker_sides(args)
+    except Exception as err:  # noqa: BLE001 - out of memory, a missing package: the parent records it
+        reply({"error": _first_line(err)})
+        return 1
+    by_name = {side.name: side for side in sides}
+    reply({"sides": list(by_name), "setup_s": round(setup_s, 1), "compile_s": round(compile_s, 1), "device": device})
+    for line in sys.stdin:
+        request = json.loads(line)
+        if "finish" in request:
+            reply({"sides": {n: {"first_loss": s.first_loss, "widths": s.widths} for n, s in by_name.items()},
+                   "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+            return 0
+        side = by_name[request["round"]]
+        try:
             side.reset_peak()
             t0 = time.perf_counter()
-            n = sum(side.step() for _ in range(args.steps))
+            examples = sum(side.step() for _ in range(args.steps))
             side.sync()
-            rates[side.name].append(n / (time.perf_counter() - t0))
-            peak = side.peak_bytes()
-            if peak is not None:
-                peaks[side.name] = max(peak, peaks[side.name] or 0)
+            reply({"examples": examples, "seconds": time.perf_counter() - t0, "peak": side.peak_bytes()})
+        except Exception as err:  # noqa: BLE001 - one side out of memory: the others go on
+            reply({"error": _first_line(err)})
+    return 0
+
+
+# -- the parent: workers started one at a time, rounds alternated between them -----------------------
+class Worker:
+    """One worker process; ``ask`` sends a request and waits for its one-line JSON answer."""
+
+    def __init__(self, kind: str, argv, size: str, task: str, prompt_file: str):
+        command = [sys.executable, os.path.abspath(__file__), *argv, "--worker", kind, "--worker_size", size,
+                   "--worker_task", task, "--prompt_file", prompt_file]
+        self.kind = kind
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.ready = self.read()
+
+    def read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            return {"error": f"the {self.kind} worker exited with status {self.process.wait()} (its log is above)"}
+        return json.loads(line)
+
+    def ask(self, request: dict) -> dict:
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            return {"error": f"the {self.kind} worker is gone (status {self.process.wait()})"}
+        return self.read()
+
+    def close(self):
+        try:
+            self.process.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def chosen_workers(args):
+    if args.sides:
+        kinds = [k.strip() for k in args.sides.split(",") if k.strip()]
+        unknown = sorted(set(kinds) - set(WORKERS))
+        if unknown:
+            raise SystemExit(f"--sides: unknown {', '.join(unknown)}; choose from {', '.join(WORKERS)}")
+        return kinds
+    kinds = ["project"] + ([] if args.no_peft_eager else ["peft"])
+    return kinds + (["peft_compiled"] if args.peft_compile else [])
+
+
+def measure(workers, args):
+    """Alternate rounds over every side of every worker, one running at a time; returns (rates, peaks, errors)."""
+    order = [(name, w) for w in workers for name in w.ready["sides"]]
+    rates, peaks, errors = {n: [] for n, _ in order}, {n: None for n, _ in order}, {}
+    started = time.perf_counter()
+    for _ in range(args.rounds):
+        for name, worker in order:
+            if name in errors:
+                continue
+            answer = worker.ask({"round": name})
+            if "error" in answer:
+                errors[name] = answer["error"]
+                continue
+            rates[name].append(answer["examples"] / answer["seconds"])
+            if answer.get("peak") is not None:
+                peaks[name] = max(answer["peak"], peaks[name] or 0)
         if args.time_budget is not None and time.perf_counter() - started > args.time_budget:
             break
-    return rates, peaks
+    return rates, peaks, errors
 
 
-# -- data --------------------------------------------------------------------------------------------
-def fixed_batches(args, vocab_size: int):
-    rng = np.random.RandomState(0)
-    targets = rng.randint(3, min(vocab_size, 32000), (args.batch, args.targets)).astype(np.int32)
-    batch = {"encoder_input_tokens": rng.randint(3, min(vocab_size, 32000), (args.batch, args.inputs)).astype(np.int32),
-             "decoder_target_tokens": targets, "decoder_input_tokens": np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
-             "decoder_loss_weights": np.ones_like(targets)}
-    while True:
-        yield batch
+def run_task(args, argv, size: str, task: str, record) -> None:
+    """One size on one task (or the fixed batch): its workers, the alternated rounds, one JSON entry."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workers, errors, times = [], {}, {}
+        for kind in chosen_workers(args):  # the project first: its initial prompt is PEFT's too
+            worker = Worker(kind, argv, size, task, os.path.join(tmp, "prompt.npy"))
+            if "error" in worker.ready:
+                errors[kind] = worker.ready["error"]
+                print(f"{size} {task}: {kind} failed to start: {worker.ready['error']}", flush=True)
+                worker.close()
+                continue
+            workers.append(worker)
+            times[kind] = {"setup_s": worker.ready["setup_s"], "compile_and_warmup_s": worker.ready["compile_s"],
+                           "device": worker.ready["device"]}
+        rates, peaks, round_errors = measure(workers, args) if workers else ({}, {}, {})
+        info, rss = {}, {}
+        for worker in workers:
+            final = worker.ask({"finish": True})
+            info.update(final.get("sides", {}))
+            rss[worker.kind] = final.get("max_rss_bytes")
+            worker.close()
+    entry = summarise(args, size, project_config(args, size), task, info, rates, peaks, times)
+    entry["errors"] = {**errors, **round_errors}
+    entry["max_rss_bytes"] = rss
+    record["results"].append(entry)
+    print_table(entry)
+    write_json(args, record)
 
 
-def task_split(args, task: str):
-    """'train', or 'validation' when neither a train cache nor the official train file is there."""
-    lengths = f"{args.input_length}-{args.target_length}"
-    if os.path.isdir(os.path.join(args.data_cache, task, f"train-{lengths}")):
-        return "train"
-    if os.path.isfile(os.path.join(args.data_dir, TASK_FOLDERS[task], "train.jsonl")):
-        return "train"
-    return "validation"
-
-
-def open_task(args, task: str, split: str):
-    """The numpy cache of ``task:split`` under ``--data_cache``, written (seqio, TensorFlow) when missing."""
-    from xprompt_jax.data.cache import CachedSplit
-    path = os.path.join(args.data_cache, task, f"{split}-{args.input_length}-{args.target_length}")
-    if not os.path.isdir(path):
-        import tasks.superglue
-        from xprompt_jax.data.write_cache import write_cache
-        tasks.superglue.register_superglue(data_dir=args.data_dir, vocab_path=args.vocab_path)
-        write_cache(TASK_NAMES[task], split, path, {"inputs": args.input_length, "targets": args.target_length})
-    return CachedSplit.open(path)
-
-
-def real_sides(args, split, pm, peft_parts, initial_prompt):
-    from xprompt_jax.data.buckets import bucket_lengths
-    buckets = bucket_lengths(split.features["encoder_input_tokens"].shape[1])
-    kinds = {"project_fixed": dict(), "project_buckets": dict(buckets=buckets),
-             "project_grouped": dict(buckets=buckets, group_by_length=True)}
-    needed = args.warmup + args.rounds * args.steps + 1
-    sides = []
-    for name, kw in kinds.items():
-        side = ProjectSide(name, pm, split.batches(args.batch, shuffle=True, seed=0, **kw), args.prompt)
-        peek = split.batches(args.batch, shuffle=True, seed=0, **kw)
-        peeked = [next(peek) for _ in range(needed)]
-        precompile(side, [(b["encoder_input_tokens"].shape[1], b["decoder_target_tokens"].shape[1])
-                          for b in peeked], split.batches(args.batch, shuffle=True, seed=0).__next__())
-        sides.append(side)
-    for name, (model, device, compiled) in peft_parts.items():
-        opt = reset_peft(model, args, initial_prompt)
-        sides.append(PeftSide(name, model, opt, split.batches(args.batch, shuffle=True, seed=0), device,
-                              args.prompt, dynamic=True, compiled=compiled))
-        if args.peft_grouped and not compiled:
-            sides.append(PeftSide(f"{name}_grouped", model, reset_peft(model, args, initial_prompt),
-                                  split.batches(args.batch, shuffle=True, seed=0, group_by_length=True),
-                                  device, args.prompt, dynamic=True, compiled=False))
-    return sides
-
-
-# -- one size ----------------------------------------------------------------------------------------
-def run_size(args, size: str, record):
-    import jax
-    import torch
-    cfg = project_config(args, size)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    t0 = time.perf_counter()
-    hf = build_hf(cfg, device, tdtype)
-    frozen = frozen_from_hf(hf, cfg) if args.weights == "same" else None
-    pm = build_project(cfg, args, frozen)
-    del frozen
-    prompt = pm.model.prompt(*pm.model.init(jax.random.split(jax.random.PRNGKey(0))[0]))
-    peft_model = build_peft(hf, cfg, args.prompt, args.remat != "none")
-    parts = {} if args.no_peft_eager else {"peft": (peft_model, device, False)}
-    if args.peft_compile:
-        parts["peft_compiled"] = (peft_model, device, True)
-    setup_s = time.perf_counter() - t0
-    runs = []
-    if args.mode == "fixed":
-        runs.append(("fixed", None, None))
-    else:
-        for task in args.tasks.split(","):
-            split_name = task_split(args, task)
-            runs.append((task, split_name, open_task(args, task, split_name)))
-    for task, split_name, split in runs:
-        t1 = time.perf_counter()
-        sides = (fixed_sides(args, cfg, pm, parts, prompt) if split is None
-                 else real_sides(args, split, pm, parts, prompt))
-        compile_s = time.perf_counter() - t1
-        rates, peaks = measure(sides, args)
-        entry = summarise(args, size, cfg, task, split_name, sides, rates, peaks, setup_s, compile_s)
-        record["results"].append(entry)
-        print_table(entry)
-        write_json(args, record)
-    del pm, peft_model, hf
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    jax.clear_caches()
-
-
-def fixed_sides(args, cfg, pm, parts, initial_prompt):
-    sides = [ProjectSide("project", pm, fixed_batches(args, cfg.vocab_size), args.prompt)]
-    precompile(sides[0], [(args.inputs, args.targets)], next(fixed_batches(args, cfg.vocab_size)))
-    for name, (model, device, compiled) in parts.items():
-        opt = reset_peft(model, args, initial_prompt)
-        sides.append(PeftSide(name, model, opt, fixed_batches(args, cfg.vocab_size), device, args.prompt,
-                              dynamic=False, compiled=compiled))
-    return sides
-
-
-def summarise(args, size, cfg, task, split_name, sides, rates, peaks, setup_s, compile_s):
-    out = {"mode": args.mode, "size": size, "task": task, "split": split_name, "batch": args.batch,
-           "dtype": args.dtype, "remat": args.remat, "setup_s": round(setup_s, 1),
-           "compile_and_warmup_s": round(compile_s, 1), "sides": {}, "ratios": {}}
-    for side in sides:
-        r = rates[side.name]
-        out["sides"][side.name] = {
+def summarise(args, size, cfg, task, info, rates, peaks, times):
+    """One JSON entry: each side's median rate, rounds, mean encoder width, peak memory and first loss."""
+    out = {"mode": args.mode, "size": size, "task": task,
+           "split": None if task == "fixed" else task_split(args, task), "batch": args.batch,
+           "dtype": args.dtype, "remat": args.remat, "workers": times, "sides": {}, "ratios": {}}
+    for name, r in rates.items():
+        widths = info.get(name, {}).get("widths") or []
+        timed = widths[-len(r) * args.steps:] if r else []
+        out["sides"][name] = {
             "examples_per_s": statistics.median(r) if r else None, "rounds": [round(x, 3) for x in r],
-            "mean_encoder_length": float(np.mean(side.widths[-len(r) * args.steps:])) if r else None,
-            "peak_memory_bytes": peaks[side.name], "first_loss": side.first_loss}
+            "mean_encoder_length": float(np.mean(timed)) if timed else None,
+            "peak_memory_bytes": peaks.get(name), "first_loss": info.get(name, {}).get("first_loss")}
     s = out["sides"]
     if task == "fixed":  # model FLOPs (benchmarks/train_step.py's count) per second of each side
         from benchmarks.train_step import model_flops_per_example
@@ -478,8 +333,9 @@ def _mem(v):
 
 def print_table(entry):
     where = entry["task"] if entry["split"] is None else f"{entry['task']}:{entry['split']}"
-    print(f"\n{entry['size']} {where} batch {entry['batch']} {entry['dtype']} remat {entry['remat']} "
-          f"(setup {entry['setup_s']} s, compile+warm-up {entry['compile_and_warmup_s']} s)")
+    workers = ", ".join(f"{k}: setup {v['setup_s']} s, compile+warm-up {v['compile_and_warmup_s']} s"
+                        for k, v in entry["workers"].items())
+    print(f"\n{entry['size']} {where} batch {entry['batch']} {entry['dtype']} remat {entry['remat']} ({workers})")
     print(f"{'side':<20}{'ex/s (median)':>14}{'min-max':>18}{'enc len':>9}{'peak mem':>12}{'1st loss':>10}")
     for name, v in entry["sides"].items():
         r = v["rounds"]
@@ -491,12 +347,13 @@ def print_table(entry):
         print(f"{name:<20}{rate:>14}{rng:>18}{enc:>9}{_mem(v['peak_memory_bytes']):>12}{loss:>10}{tflops}")
     for k, v in entry["ratios"].items():
         print(f"  ratio {k}: {v:.2f}x")
+    for name, error in entry.get("errors", {}).items():
+        print(f"  {name} failed: {error}")
     if "first_loss_rel_diff" in entry:
         print(f"  same weights and prompt: first losses differ by {entry['first_loss_rel_diff']:.1e} (relative)")
 
 
 def write_json(args, record):
-    record["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         tmp = f"{args.out}.tmp"
@@ -506,6 +363,7 @@ def write_json(args, record):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.write_caches_only:
         for task in args.tasks.split(","):
@@ -513,29 +371,20 @@ def main(argv=None):
             print(f"{task}: {split.num_examples} examples in {split.path}")
         return 0
     require_torch()
-    import jax
-    import peft
-    import torch
-    import transformers
+    if args.worker:
+        return worker_main(args)
+    from importlib import metadata
     record = {"args": vars(args), "results": [], "host": platform.node(),
-              "jax_device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})",
-              "torch_device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-              "versions": {"jax": jax.__version__, "torch": torch.__version__,
-                           "transformers": transformers.__version__, "peft": peft.__version__},
-              "peak_memory_note": "project: JAX's peak_bytes_in_use over the process (all project sides); "
-                                  "PEFT: torch.cuda.max_memory_allocated per side; n/a on CPU (see max_rss_bytes)"}
-    print(f"JAX on {record['jax_device']}, PyTorch on {record['torch_device']}; {args.mode} mode, "
-          f"prompt {args.prompt}, optimiser {args.optimizer} lr {args.lr}, weights {args.weights}, "
-          f"{args.rounds} rounds x {args.steps} steps per side")
+              "versions": {name: metadata.version(name) for name in ("jax", "torch", "transformers", "peft")},
+              "peak_memory_note": "per side: JAX's peak_bytes_in_use in the project's worker process, "
+                                  "torch.cuda.max_memory_allocated in PEFT's; n/a on CPU (see max_rss_bytes)"}
+    print(f"{args.mode} mode, prompt {args.prompt}, optimiser {args.optimizer} lr {args.lr}, weights {args.weights}, "
+          f"{args.rounds} rounds x {args.steps} steps per side, one worker process per runtime: "
+          f"{', '.join(chosen_workers(args))}", flush=True)
+    tasks = ["fixed"] if args.mode == "fixed" else args.tasks.split(",")
     for size in args.sizes.split(","):
-        try:
-            run_size(args, size, record)
-        except Exception as err:  # noqa: BLE001 - one size out of memory must not lose the others
-            if "out of memory" not in str(err).lower() and "resource_exhausted" not in str(err).lower():
-                raise
-            print(f"{size}: out of memory: {str(err).splitlines()[0][:300]}")
-            record["results"].append({"size": size, "error": str(err).splitlines()[0][:300]})
-            write_json(args, record)
+        for task in tasks:  # a failure is recorded in the entry: the next size and task still run
+            run_task(args, argv, size, task, record)
     write_json(args, record)
     return 0
 

@@ -1,41 +1,44 @@
 #!/usr/bin/env bash
-# The GPU measurement of issue 14 as ONE prepared command that fits one device call (at most 9 minutes).
+# The GPU measurement as ONE prepared command that fits one device call of at most 8 minutes, most valuable
+# numbers first, so a call cut short still returns them.
 #
-#   bash benchmarks/gpu_suite.sh --prepare     # here, with network and the test extra: wheels + data caches
-#   bash benchmarks/gpu_suite.sh --dry_run     # here, on the CPU: the same steps, tiny shapes, imports blocked
+#   bash benchmarks/gpu_suite.sh --prepare     # here, with network and the test extra: wheels, caches, vocabulary
+#   bash benchmarks/gpu_suite.sh --dry_run     # here, on the CPU: the same steps on tiny shapes (also a test)
 #   bash benchmarks/gpu_suite.sh               # on the GPU machine, in the repository root
 #
-# The GPU machine has jax, flax, optax, orbax, torch, transformers and peft, but not gin-config,
-# tensorboardX, seqio or TensorFlow, and no network. --prepare downloads the pure-Python wheels the
-# project imports into benchmarks/wheels/ and writes the numpy caches of RTE, WiC and BoolQ (T5 format,
-# the real T5 vocabulary) into benchmarks/data_cache/; both are git-ignored and travel with the call:
+#   device run  carry=["benchmarks/wheels", "benchmarks/data_cache"]  command="bash benchmarks/gpu_suite.sh"
+#               timeout_s=500
 #
-#   device run  carry=["benchmarks/wheels", "benchmarks/data_cache"]
-#               command="bash benchmarks/gpu_suite.sh"   timeout_s=560
+# The GPU machine has jax, flax, optax, orbax, torch, transformers and peft but not gin-config,
+# tensorboardX, seqio or TensorFlow, and no network and no ../shared. --prepare downloads the pure-Python
+# wheels into benchmarks/wheels/ and writes the numpy caches of RTE, WiC and BoolQ and a copy of the T5
+# vocabulary into benchmarks/data_cache/ (both git-ignored; together well under the 64 MiB a call carries).
+# No benchmark needs the wheels, so a failed install is reported and the suite goes on.
 #
-# On the GPU the suite installs the wheels into a private folder (nothing of the image is upgraded) and
-# runs, each step under its own time limit so one slow size cannot starve the rest:
-#   1. the bf16 matrix-product ceiling (benchmarks/matmul_ceiling.py);
-#   2. compare_peft.py fixed mode, base and large at batch 32, bf16, PEFT eager and torch.compile;
-#   3. compare_peft.py real mode (RTE, WiC, BoolQ) on base at batch 32;
-#   4. eval_speed.py: BoolQ validation, whole split, base, fixed length against buckets;
-#   5. compare_peft.py fixed mode, xl and xxl at batch 32 with remat (PEFT with gradient checkpointing).
-# Every step writes its JSON under $OUT (or benchmarks/results/ when OUT is unset) as it goes, so a step
-# cut short by its limit still leaves what it measured; the log is $OUT/gpu_suite.log.
+# Order (every step under its own limit, cut to the time left; each writes its JSON under $OUT as it goes):
+#   1. checks: JAX's backend and PyTorch's CUDA are the GPU (else stop: the numbers would be CPU numbers);
+#   2. the bf16 matrix-product ceiling;
+#   3. the project alone, base and large at batch 32 (train_step.py; large with scanned layers);
+#   4. the flash-attention variant (attention_implementation='auto': cuDNN) on base and large;
+#   5. PEFT eager, base and large (compare_peft.py --sides peft: PEFT alone in its own process);
+#   6. xl with remat and scanned layers, compiled.memory_analysis() printed before the first step;
+#   7. PEFT under torch.compile on base;
+#   8. if time is left: real data on base (RTE, WiC, BoolQ, both sides alternating), then xxl.
+# Last, benchmarks/gpu_summary.py prints the table against the targets (ratios, % of the ceiling).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-gpu}"
 WHEELS=benchmarks/wheels
-CACHE=benchmarks/data_cache
+CACHE="${GPU_SUITE_CACHE:-benchmarks/data_cache}"
+VOCAB="${GPU_SUITE_VOCAB:-$CACHE/t5_sentencepiece.model}"
 OUT_DIR="${OUT:-benchmarks/results}"
-mkdir -p "$OUT_DIR"
-# Pure-Python packages the project imports that the GPU image lacks (seqio/TensorFlow are not needed:
-# the benchmarks read the numpy caches, and the dry run blocks their imports to prove it).
+BUDGET_S="${GPU_SUITE_BUDGET_S:-470}"
+START=$SECONDS
 WHEEL_SPECS=("gin-config==0.5.0" "tensorboardX==2.6.2.2")
 BLOCKED="seqio,tensorflow,tensorflow_datasets"
 
 prepare() {
-  mkdir -p "$WHEELS"
+  mkdir -p "$WHEELS" "$CACHE"
   rm -f "$WHEELS"/*.whl
   for spec in "${WHEEL_SPECS[@]}"; do
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -43,76 +46,97 @@ prepare() {
   done
   local py=python3
   [ -x .venv/bin/python ] && py=.venv/bin/python
-  # the caches compare_peft.py and eval_speed.py read (written once, with seqio and TensorFlow, here)
   "$py" benchmarks/compare_peft.py --write_caches_only --tasks rte,wic,boolq --data_cache "$CACHE" || exit 1
+  cp ../shared/fixtures/t5_sentencepiece.model "$VOCAB" || exit 1  # ../shared does not travel to the device
   du -sh "$WHEELS" "$CACHE"
+  local total
+  total=$(du -sm "$WHEELS" "$CACHE" | awk '{s += $1} END {print s}')
+  [ "$total" -lt 60 ] || { echo "gpu_suite --prepare: the bundle is ${total} MiB, over what one call carries"; exit 1; }
   echo "prepared: carry [\"$WHEELS\", \"$CACHE\"] and run: bash benchmarks/gpu_suite.sh"
 }
 
-install_wheels() {  # as the device README says: a private --target folder, no index, no dependencies
+install_wheels() {  # a private --target folder, no index, no dependencies; a failure is not fatal
   local site="$1"
-  "${PY:-python3}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
-    "$WHEELS"/*.whl || { echo "gpu_suite: installing $WHEELS/*.whl failed (run --prepare here first)"; exit 1; }
-  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+  if ls "$WHEELS"/*.whl >/dev/null 2>&1 && "${PY:-python3}" -m pip install -q --no-index --no-deps --no-compile \
+      --no-cache-dir --upgrade --target "$site" "$WHEELS"/*.whl; then
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    echo "gpu_suite: no wheels installed from $WHEELS (none there, or pip failed); going on: no benchmark needs them"
+  fi
 }
 
-# step NAME SECONDS COMMAND...: one measurement under its own limit; its exit status is logged, not fatal.
+# step NAME SECONDS COMMAND...: one measurement under min(SECONDS, time left); its exit status is recorded.
 step() {
   local name="$1" limit="$2"
   shift 2
-  echo "=== $name (limit ${limit}s): $*"
+  local left=$((BUDGET_S - (SECONDS - START)))
+  if [ "$left" -lt 15 ]; then
+    echo "=== $name: skipped (${left}s of the ${BUDGET_S}s budget left)"
+    echo "{\"step\": \"$name\", \"skipped\": true}" >> "$OUT_DIR/steps.jsonl"
+    return 0
+  fi
+  [ "$limit" -gt $((left - 5)) ] && limit=$((left - 5))
+  echo "=== $name (limit ${limit}s, ${left}s left): $*"
   local t0=$SECONDS
-  timeout --signal=TERM --kill-after=10 "$limit" "$@"
-  echo "=== $name: exit $? after $((SECONDS - t0))s"
+  timeout --signal=TERM --kill-after=5 "$limit" "$@"
+  local status=$?
+  echo "=== $name: exit $status after $((SECONDS - t0))s"
+  echo "{\"step\": \"$name\", \"exit\": $status, \"seconds\": $((SECONDS - t0))}" >> "$OUT_DIR/steps.jsonl"
+  return $status
 }
 
 run_suite() {  # PY SCALE: SCALE=gpu (the measurement) or cpu (the dry run's tiny shapes)
   local py="$1" scale="$2"
   export PYTHONUNBUFFERED=1 XPROMPT_BENCH_BLOCK_IMPORTS="$BLOCKED"
-  local common=(--data_cache "$CACHE" --time_budget 25)
-  if [ "$scale" = gpu ]; then
-    local dtype=(--dtype bfloat16) batch=(--batch 32) base=base large=large xl=xl xxl=xxl
-    local fixed=(--inputs 512 --targets 16) rounds=(--rounds 6 --steps 5 --warmup 3) limits=(40 140 100 70 150)
-    local eval_examples=0
-  else
-    local dtype=(--dtype float32) batch=(--batch 4) base=tiny large=tiny
-    local xl=tiny xxl=tiny fixed=(--inputs 64 --targets 8)
-    local rounds=(--rounds 1 --steps 1 --warmup 1) limits=(60 300 300 300 300) eval_examples=64
+  local base=base large=large xl=xl xxl=xxl batch=32 inputs=512 targets=16 steps=10 prompt=100
+  local ceiling=(--size 8192 --repeats 10) dtype=bfloat16 expect=gpu
+  local rounds=(--rounds 4 --steps 3 --warmup 2 --time_budget 20) compiled=peft_compiled
+  if [ "$scale" = cpu ]; then  # torch.compile takes minutes on a CPU: the dry run times eager PEFT in its place
+    base=tiny large=tiny xl=tiny xxl=tiny batch=2 inputs=16 targets=4 steps=1 prompt=4 compiled=peft
+    ceiling=(--size 256 --repeats 2) dtype=float32 expect=cpu rounds=(--rounds 1 --steps 1 --warmup 1)
   fi
-  step matmul_ceiling "${limits[0]}" "$py" benchmarks/matmul_ceiling.py --out "$OUT_DIR/matmul_ceiling.json" \
-    $( [ "$scale" = cpu ] && echo --size 512 --repeats 2 )
-  step fixed_base_large "${limits[1]}" "$py" benchmarks/compare_peft.py --mode fixed --sizes "$base,$large" \
-    "${batch[@]}" "${dtype[@]}" "${fixed[@]}" "${rounds[@]}" "${common[@]}" --peft_compile \
-    --out "$OUT_DIR/fixed_base_large.json"
-  step real_base "${limits[2]}" "$py" benchmarks/compare_peft.py --mode real --tasks rte,wic,boolq --sizes "$base" \
-    "${batch[@]}" "${dtype[@]}" "${rounds[@]}" "${common[@]}" --peft_compile --out "$OUT_DIR/real_base.json"
-  step eval_boolq "${limits[3]}" "$py" benchmarks/eval_speed.py --task boolq --split validation \
-    --examples "$eval_examples" --size "$base" "${dtype[@]}" "${batch[@]}" --rounds 2 --data_cache "$CACHE" \
-    --out "$OUT_DIR/eval_boolq.json"
-  step fixed_xl_xxl "${limits[4]}" "$py" benchmarks/compare_peft.py --mode fixed --sizes "$xl,$xxl" \
-    "${batch[@]}" "${dtype[@]}" "${fixed[@]}" "${rounds[@]}" "${common[@]}" --remat full --weights independent \
-    --out "$OUT_DIR/fixed_xl_xxl.json"
+  local peft_sizes="$base"
+  [ "$large" != "$base" ] && peft_sizes="$base,$large"
+  local shape=(--batch "$batch" --inputs "$inputs" --targets "$targets" --prompt "$prompt" --dtype "$dtype")
+  local tstep=("$py" benchmarks/train_step.py "${shape[@]}" --frozen_dtype "$dtype" --steps "$steps")
+  local peft=("$py" benchmarks/compare_peft.py --mode fixed "${shape[@]}" "${rounds[@]}" --weights independent
+              --data_cache "$CACHE" --vocab_path "$VOCAB")
+  step checks 60 "$py" benchmarks/device_checks.py --expect "$expect" --out "$OUT_DIR/checks.json" \
+    || { echo "gpu_suite: the device checks failed: nothing measured here would be a $expect number"; return 1; }
+  step matmul_ceiling 40 "$py" benchmarks/matmul_ceiling.py "${ceiling[@]}" --out "$OUT_DIR/matmul_ceiling.json"
+  step project_base 70 "${tstep[@]}" --size "$base" --out "$OUT_DIR/project_$base.json"
+  step project_large 80 "${tstep[@]}" --size "$large" --scan_layers --out "$OUT_DIR/project_$large.json"
+  step flash_base 60 "${tstep[@]}" --size "$base" --attention auto --out "$OUT_DIR/flash_$base.json"
+  step flash_large 70 "${tstep[@]}" --size "$large" --scan_layers --attention auto --out "$OUT_DIR/flash_$large.json"
+  step peft_eager 100 "${peft[@]}" --sides peft --sizes "$peft_sizes" --out "$OUT_DIR/peft_eager.json"
+  step project_xl 90 "${tstep[@]}" --size "$xl" --remat full --scan_layers --out "$OUT_DIR/project_$xl.json"
+  step peft_compiled 150 "${peft[@]}" --sides "$compiled" --sizes "$base" --out "$OUT_DIR/peft_compiled.json"
+  step real_base 120 "$py" benchmarks/compare_peft.py --mode real --tasks "${GPU_SUITE_REAL_TASKS:-rte,wic,boolq}" --sizes "$base" \
+    --batch "$batch" --prompt "$prompt" --dtype "$dtype" "${rounds[@]}" --data_cache "$CACHE" --vocab_path "$VOCAB" \
+    --input_length "${GPU_SUITE_INPUT_LENGTH:-512}" --target_length "${GPU_SUITE_TARGET_LENGTH:-16}" \
+    --out "$OUT_DIR/real_base.json"
+  step project_xxl 120 "${tstep[@]}" --size "$xxl" --remat full --scan_layers --out "$OUT_DIR/project_$xxl.json"
+  "$py" benchmarks/gpu_summary.py "$OUT_DIR"
 }
 
 case "$MODE" in
   --prepare)
     prepare ;;
-  --dry_run)  # the GPU path on this CPU: wheels from the folder, seqio/TF imports blocked, tiny shapes
-    [ -d "$WHEELS" ] && [ -d "$CACHE" ] || { echo "gpu_suite --dry_run: run --prepare first"; exit 1; }
+  --dry_run)  # the GPU path on this CPU: tiny shapes, seqio/TF imports blocked, wheels from the folder if any
     py=python3
     [ -x .venv/bin/python ] && py=.venv/bin/python
     site=$(mktemp -d)
-    PY="$py" install_wheels "$site"  # the same install as on the GPU (into a throw-away folder)
+    PY="$py" install_wheels "$site"
     OUT_DIR="${OUT:-benchmarks/results/dry_run}"
     mkdir -p "$OUT_DIR"
-    run_suite "$py" cpu 2>&1 | tee "$OUT_DIR/gpu_suite.log" ;;
+    run_suite "$py" cpu 2>&1 | tee "$OUT_DIR/gpu_suite.log"
+    exit "${PIPESTATUS[0]}" ;;
   gpu)
-    [ -d "$WHEELS" ] && [ -d "$CACHE" ] || { echo "gpu_suite: $WHEELS and $CACHE must travel (carry them)"; exit 1; }
+    mkdir -p "$OUT_DIR"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     install_wheels /tmp/xprompt_site
-    python3 -c "import jax, torch, transformers, peft; print('jax', jax.__version__, jax.devices(), '| torch', \
-torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)" || exit 1
-    run_suite python3 gpu 2>&1 | tee "$OUT_DIR/gpu_suite.log" ;;
+    run_suite python3 gpu 2>&1 | tee "$OUT_DIR/gpu_suite.log"
+    exit "${PIPESTATUS[0]}" ;;
   *)
     echo "usage: bash benchmarks/gpu_suite.sh [--prepare | --dry_run]"; exit 2 ;;
 esac

@@ -1,9 +1,11 @@
 """Speed and memory of the prompt-tuning train step on a T5 1.1 of a named size (random weights).
 
     python benchmarks/train_step.py --size base [--batch 32 --inputs 512 --targets 8 --prompt 100]
-        [--frozen_dtype bfloat16] [--remat none|full|minimal] [--steps 20]
+        [--frozen_dtype bfloat16] [--remat none|full|minimal] [--scan_layers] [--attention auto] [--steps 20]
+        [--out step.json]
 
-Prints examples/s, achieved TFLOP/s (model FLOPs: ``model_flops_per_example``, equal to XLA's
+Prints the planned device memory (``compiled.memory_analysis()``) before the first step, then examples/s,
+achieved TFLOP/s (model FLOPs: ``model_flops_per_example``, equal to XLA's
 ``cost_analysis()`` within 2%, tests/test_flop_count.py), peak device memory and compile time. The step is the one ``xprompt-jax train`` runs: jitted, sharded on a
 (data, model) mesh over all local devices, frozen weights as a separate argument.
 Reference (Hugging Face PEFT prompt tuning, PyTorch bfloat16, one H100): 162 ex/s base, 64 large,
@@ -12,6 +14,8 @@ out of memory for xl and xxl at batch 32.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 
 import jax
@@ -46,7 +50,7 @@ def model_flops_per_example(config, inputs: int, targets: int) -> float:
                  + (config.num_decoder_layers - 1) * decoder_layer + 2 * logits)
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="base")
     parser.add_argument("--batch", type=int, default=32)
@@ -56,10 +60,32 @@ def main():
     parser.add_argument("--frozen_dtype", default="bfloat16")
     parser.add_argument("--dtype", default="bfloat16", help="activation dtype")
     parser.add_argument("--remat", default="none")
+    parser.add_argument("--scan_layers", action="store_true", help="T5Config.scan_layers: compile one layer per stack")
+    parser.add_argument("--attention", default=None, choices=(None, "xla", "cudnn", "auto"),
+                        help="T5Config.attention_implementation (default: the explicit einsums)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--model_parallel", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--out", default=None, help="JSON file, written after compiling and again after timing")
+    return parser.parse_args(argv)
 
+
+def _write(path, record):
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, path)
+
+
+def _memory_analysis(compiled) -> dict:
+    """What XLA plans to hold on the device, known before a single step runs (the out-of-memory forecast)."""
+    analysis = compiled.memory_analysis() if hasattr(compiled, "memory_analysis") else None
+    keys = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "alias_size_in_bytes",
+            "generated_code_size_in_bytes")
+    return {} if analysis is None else {k: getattr(analysis, k, None) for k in keys}
+
+
+def _setup(args):
     from xprompt_jax import assembly, partitioning, train_step
     from xprompt_jax.models.config import t5_config
     from xprompt_jax.models.t5 import init_params
@@ -67,7 +93,7 @@ def main():
     from xprompt_jax.prompts.kinds import make_spec
 
     config = t5_config(variant="t5_1_1", size=args.size, dtype=args.dtype, param_dtype=args.frozen_dtype,
-                       remat=args.remat)
+                       remat=args.remat, scan_layers=args.scan_layers, attention_implementation=args.attention)
     mesh = partitioning.make_mesh(-1, args.model_parallel)
     shapes = jax.eval_shape(lambda: init_params(config))
     frozen = assembly.random_frozen(config, mesh)
@@ -77,7 +103,6 @@ def main():
     state = train_step.create_state(model, opt, jax.random.PRNGKey(0))
     step = assembly.compile_step(model, opt, state, mesh)
     state = step.place_state(state)
-
     rng = np.random.RandomState(0)
     targets = rng.randint(3, 32000, (args.batch, args.targets)).astype(np.int32)
     batch = partitioning.global_batch({
@@ -85,10 +110,27 @@ def main():
         "decoder_target_tokens": targets,
         "decoder_input_tokens": np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
         "decoder_loss_weights": np.ones_like(targets)}, mesh)
+    return config, n_params, frozen, step, state, batch
 
+
+def main(argv=None):
+    args = parse_args(argv)
+    config, n_params, frozen, step, state, batch = _setup(args)
+    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})")
+    print(f"model: t5_1_1_{args.size} ({n_params / 1e6:.1f}M frozen params, {args.frozen_dtype}), prompt "
+          f"{args.prompt}, batch {args.batch}, inputs {args.inputs}, targets {args.targets}, remat {args.remat}, "
+          f"{'scanned' if args.scan_layers else 'unrolled'} layers, attention {args.attention or 'explicit'}",
+          flush=True)
+    record = {"args": vars(args), "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+              "frozen_params": n_params}
     t0 = time.time()
     compiled = step.lower(state, frozen, batch).compile()
-    compile_s = time.time() - t0
+    record["compile_s"] = round(time.time() - t0, 2)
+    record["memory_analysis"] = memory = _memory_analysis(compiled)
+    planned = sum(memory.get(k) or 0 for k in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes"))
+    print(f"compile: {record['compile_s']:.1f} s; planned device memory (arguments + outputs + temporaries): "
+          f"{planned / 2**30:.2f} GiB {memory}", flush=True)
+    _write(args.out, record)
     state, metrics = step(state, frozen, batch)  # warm-up
     jax.block_until_ready(metrics)
     t0 = time.time()
@@ -96,26 +138,17 @@ def main():
         state, metrics = step(state, frozen, batch)
     jax.block_until_ready(metrics)
     seconds = (time.time() - t0) / args.steps
-    examples_s = args.batch / seconds
     flops = model_flops_per_example(config, args.inputs + args.prompt, args.targets) * args.batch / seconds
-    peak = None
     try:
-        stats = jax.devices()[0].memory_stats() or {}
-        peak = stats.get("peak_bytes_in_use")
+        peak = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
     except Exception:  # noqa: BLE001 - CPU backends have no memory stats
-        pass
-    cost = compiled.memory_analysis() if hasattr(compiled, "memory_analysis") else None
-    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})")
-    print(f"model: t5_1_1_{args.size} ({n_params / 1e6:.1f}M frozen params, {args.frozen_dtype}), "
-          f"prompt {args.prompt}, batch {args.batch}, inputs {args.inputs}, targets {args.targets}, remat {args.remat}")
-    print(f"compile: {compile_s:.1f} s")
-    print(f"step: {seconds * 1000:.1f} ms  examples/s: {examples_s:.1f}  achieved TFLOP/s: {flops / 1e12:.2f}")
+        peak = None
+    record.update(step_ms=round(seconds * 1000, 2), examples_per_s=round(args.batch / seconds, 2),
+                  model_tflop_per_s=round(flops / 1e12, 3), peak_bytes_in_use=peak, loss=float(metrics["loss"]))
+    _write(args.out, record)
+    print(f"step: {seconds * 1000:.1f} ms  examples/s: {args.batch / seconds:.1f}  achieved TFLOP/s: {flops / 1e12:.2f}")
     if peak is not None:
         print(f"peak device memory: {peak / 2**30:.2f} GiB")
-    elif cost is not None:
-        total = sum(getattr(cost, k, 0) or 0 for k in ("argument_size_in_bytes", "output_size_in_bytes",
-                                                        "temp_size_in_bytes"))
-        print(f"compiled memory (arguments + outputs + temporaries): {total / 2**30:.2f} GiB")
     print(f"loss {float(metrics['loss']):.3f}")
 
 

@@ -74,3 +74,36 @@ def test_eval_speed_buckets_agree_with_the_fixed_length(cache, tmp_path):
     record = json.loads(out.read_text())
     assert record["num_examples"] == 48 and record["predictions_agree"] == 1.0
     assert record["speedup"] > 0 and "speed-up of buckets over fixed length" in stdout
+
+
+def test_compare_peft_records_a_side_that_fails_and_measures_the_rest(tmp_path):
+    """Each runtime is its own worker process: PEFT's failing to start (here a torch device that does not
+    exist) is recorded in the entry with its error, and the project's side is still timed."""
+    out = tmp_path / "one_fails.json"
+    _run("compare_peft.py", "--mode", "fixed", "--batch", "2", "--inputs", "16", "--targets", "4", *TINY,
+         "--device", "no_such_device", "--out", str(out))
+    entry = json.loads(out.read_text())["results"][0]
+    assert set(entry["sides"]) == {"project"} and len(entry["sides"]["project"]["rounds"]) == 2
+    assert "no_such_device" in entry["errors"]["peft"]
+
+
+def test_gpu_suite_dry_run_returns_every_step(cache, tmp_path):
+    """The GPU suite's own script on this CPU with tiny shapes: every step runs to the end and writes its
+    JSON, and the summary reads them (the device call then only changes the scale)."""
+    root, vocab = cache
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
+    env = dict(os.environ, XLA_FLAGS=flags, OUT=str(tmp_path), GPU_SUITE_CACHE=str(root), GPU_SUITE_VOCAB=str(vocab),
+               GPU_SUITE_REAL_TASKS="rte", GPU_SUITE_INPUT_LENGTH="64")
+    run = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), "--dry_run"], capture_output=True,
+                         text=True, cwd=REPO, timeout=600, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == ["checks", "matmul_ceiling", "project_base", "project_large", "flash_base",
+                                          "flash_large", "peft_eager", "project_xl", "peft_compiled", "real_base",
+                                          "project_xxl"]
+    assert all(s.get("exit") == 0 for s in steps), steps
+    project = json.loads((tmp_path / "project_tiny.json").read_text())
+    assert project["examples_per_s"] > 0 and project["memory_analysis"]["temp_size_in_bytes"] is not None
+    assert json.loads((tmp_path / "checks.json").read_text())["jax_backend"] == "cpu"
+    runs = {row["run"] for row in json.loads((tmp_path / "summary.json").read_text())}
+    assert {"project tiny", "flash tiny", "peft eager tiny"} <= runs
