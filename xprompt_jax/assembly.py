@@ -19,6 +19,7 @@ The prompt's width and length are checked against the model in one place (``chec
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from typing import Any, Callable, Optional, Tuple
 
@@ -163,9 +164,15 @@ def evaluator_for(model: PromptedT5, split, vocabulary, data: DataConfig, evalua
 # ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class CompiledStep:
-    """The jitted, sharded train step ``(state, frozen, batch) -> (state, metrics)`` and where things live."""
+    """The jitted, sharded train step ``(state, frozen, batch) -> (state, metrics)`` and where things live.
+
+    ``compile_ahead`` compiles the program of a batch shape in a background thread before the first batch
+    of that shape arrives (each length bucket is its own program); ``__call__`` then runs that executable,
+    and otherwise the jitted step, which compiles on first use as usual."""
     step: Callable
     shardings: train_step.Shardings
+    _ahead: dict = dataclasses.field(default_factory=dict, repr=False)
+    _compiler: Any = dataclasses.field(default=None, repr=False)
 
     @property
     def mesh(self):
@@ -178,11 +185,38 @@ class CompiledStep:
         return jax.device_put(frozen, self.shardings.frozen)
 
     def __call__(self, state, frozen, batch):
+        future = self._ahead.get(_shape_key(batch))
+        if future is not None:
+            return future.result()(state, frozen, batch)  # waits if that compilation is still running
         return self.step(state, frozen, batch)
+
+    def compile_ahead(self, state, frozen, batch) -> None:
+        """Start compiling the program for these arguments' shapes (arrays or ``jax.ShapeDtypeStruct`` with
+        shardings) in a background thread, once per batch shape. XLA compiles off the main thread: on a GPU
+        or TPU host the CPU is otherwise idle during steps, so the compilation is hidden behind them."""
+        key = _shape_key(batch)
+        if key in self._ahead:
+            return
+        if self._compiler is None:
+            self._compiler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile_ahead")
+        args = jax.tree.map(_abstract, (state, frozen, batch))
+        self._ahead[key] = self._compiler.submit(lambda: self.step.lower(*args).compile())
+
+    def close(self) -> None:
+        if self._compiler is not None:
+            self._compiler.shutdown(wait=True, cancel_futures=True)
 
     def lower(self, state, frozen, batch):
         """The step lowered for these arguments (``.compile()`` it to time compilation ahead of time)."""
         return self.step.lower(state, frozen, batch)
+
+
+def _shape_key(batch) -> tuple:
+    return tuple(sorted((name, tuple(value.shape)) for name, value in batch.items()))
+
+
+def _abstract(x):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
 
 
 def compile_step(model: PromptedT5, optimizer, state, mesh, *, z_loss: float = 1e-4, accumulation_steps: int = 1,

@@ -73,6 +73,13 @@ def check_divisible(global_batch: int, mesh: Mesh):
         raise ConfigError(f"batch size {global_batch} is not divisible by the {jax.process_count()} processes")
 
 
+def abstract_global_batch(local_batch: dict, mesh: Mesh) -> dict:
+    """The shapes, dtypes and shardings ``global_batch`` gives this process's slice, nothing transferred."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.ShapeDtypeStruct((np.shape(v)[0] * jax.process_count(),) + np.shape(v)[1:], np.asarray(v).dtype,
+                                    sharding=sharding) for k, v in local_batch.items()}
+
+
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:
     """Assemble each process's slice of the global batch into global arrays sharded over ``data``.
 

@@ -66,7 +66,9 @@ class DataConfig:
     each; the cache's input length is added as the last); ``group_by_length`` also sorts examples by length within windows
     before batching (changes the batches, so a run records it). ``max_buckets`` caps how many bucket
     programs are compiled (evenly spread, the full length kept): worth setting on accelerators with large
-    models, where each program takes minutes to compile.
+    models, where each program takes minutes to compile. ``compile_ahead`` reads that many training batches
+    ahead and compiles the program of each new bucket shape in a background thread before it is needed
+    (0: compile each on first use).
     """
     task: Optional[str] = None
     train_split: str = "train"
@@ -82,6 +84,7 @@ class DataConfig:
     length_buckets: Union[bool, Tuple[int, ...]] = True
     group_by_length: bool = False
     max_buckets: Optional[int] = None
+    compile_ahead: int = 32
 
     def __post_init__(self):
         check_optional_string(self.task, "TASK (DataConfig.task)")
@@ -94,6 +97,7 @@ class DataConfig:
         check_int(self.batch_size, "BATCH_SIZE (DataConfig.batch_size)")
         check_int(self.seed, "SEED (DataConfig.seed)", minimum=0)
         check_int(self.max_buckets, "DataConfig.max_buckets", allow_none=True)
+        check_int(self.compile_ahead, "DataConfig.compile_ahead", minimum=0)
         if not isinstance(self.group_by_length, bool):
             raise ConfigError(f"DataConfig.group_by_length must be True or False, got {self.group_by_length!r}")
         object.__setattr__(self, "length_buckets", _checked_buckets(self.length_buckets))

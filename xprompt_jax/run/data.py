@@ -8,11 +8,13 @@ so results do not change, and the jitted step compiles once per bucket.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
-from typing import Any, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xprompt_jax import partitioning, train_step
 from xprompt_jax.data.task_cache import open_split, split_vocabulary
@@ -89,6 +91,23 @@ def training_batches(split, data: DataConfig, start_step: int,
         extra["group_by_length"] = True
     return split.batches(data.batch_size, shuffle=True, seed=data.seed, start_step=start_step,
                          process_index=jax.process_index(), process_count=jax.process_count(), **extra)
+
+
+def compiling_ahead(batches: Iterator[dict], window: int, on_new_shapes: Callable[[dict], None]) -> Iterator[dict]:
+    """``batches`` unchanged and in order, read ``window`` batches ahead: a batch whose shapes have not been
+    seen calls ``on_new_shapes`` as it enters the window, so its length bucket's program is compiled before
+    the step needs it (``CompiledStep.compile_ahead``). ``window`` 0 reads nothing ahead."""
+    buffer: collections.deque = collections.deque()
+    seen = set()
+    for batch in batches:
+        key = tuple(sorted((name, np.shape(value)) for name, value in batch.items()))
+        if key not in seen:
+            seen.add(key)
+            on_new_shapes(batch)
+        buffer.append(batch)
+        if len(buffer) > window:
+            yield buffer.popleft()
+    yield from buffer
 
 
 def device_batch(local: dict, mesh) -> dict:

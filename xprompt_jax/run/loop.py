@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional
 import jax
 import numpy as np
 
-from xprompt_jax import export
+from xprompt_jax import export, partitioning, train_step
 from xprompt_jax.compile_log import CompileLog
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.logs import is_main_process
@@ -102,7 +102,7 @@ def _run_steps(s: Session, schedule: ScheduleConfig, watcher: PreemptionWatcher)
     stopping = EarlyStopping(schedule.early_stopping_patience, s.evaluation.metric, history)
     step, pending = s.start_step, None
     stopped = s.run_dir.stopped_early_at() == s.start_step
-    batches = run_data.training_batches(s.splits.train, s.data, s.start_step, s.buckets)
+    batches = _training_batches(s)
     while step < schedule.train_steps and not stopped:
         s.state, metrics = s.compiled(s.state, s.frozen, run_data.device_batch(next(batches), s.mesh))
         _check_finite(pending, step, s)  # the previous step's flag: read without stalling the pipeline
@@ -129,6 +129,19 @@ def _run_steps(s: Session, schedule: ScheduleConfig, watcher: PreemptionWatcher)
             raise RunPreempted(step, s.checkpoints.directory)
     _check_finite(pending, step, s)
     return step
+
+
+def _training_batches(s: Session):
+    """The run's batches; with length buckets, each new bucket's program starts compiling ``compile_ahead``
+    batches before it is needed (``DataConfig.compile_ahead``)."""
+    batches = run_data.training_batches(s.splits.train, s.data, s.start_step, s.buckets)
+    if not (s.buckets and s.data.compile_ahead):
+        return batches
+
+    def compile_for(local):
+        abstract = partitioning.abstract_global_batch({k: local[k] for k in train_step.BATCH_KEYS}, s.mesh)
+        s.compiled.compile_ahead(s.state, s.frozen, abstract)
+    return run_data.compiling_ahead(batches, s.data.compile_ahead, compile_for)
 
 
 def _check_finite(flag, step: int, s: Session) -> None:

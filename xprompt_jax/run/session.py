@@ -99,6 +99,7 @@ class Session:
         return record
 
     def close(self) -> None:
+        self.compiled.close()
         self.summaries.close()
         self.checkpoints.close()
         self.best.close()
