@@ -10,6 +10,9 @@ reuses for its pre-trained model.
 import json
 import os
 
+import numpy as np
+import pytest
+
 
 def test_prompt_tuning_beats_no_prompt_and_a_random_prompt(demo):
     _, rows, _, stdout = demo
@@ -79,3 +82,42 @@ def test_the_printed_table_has_the_readmes_rows_and_columns_once(demo):
     assert {row[0] for row in printed} == {row[0] for row in documented}
     assert all(len(row) == 5 for row in printed + documented)
     assert "[xprompt] stage 3:" in stdout and "WARNING:root:" not in stdout
+
+
+def _best(path):
+    with open(path) as f:
+        return max(json.loads(line)["accuracy"] for line in f if line.strip())
+
+
+def test_sweep_on_the_demo_grid_tables_each_cells_own_scores_and_resumes(demo, tmp_path, capsys):
+    """``xprompt-jax sweep`` on the demo (2 methods x 2 learning rates x 2 seeds from the demo's pre-trained
+    T5, plus a method whose run file does not exist): the failing cells are recorded and the rest run; the
+    table's every number is the cells' own eval_metrics.jsonl; a second run skips what is done."""
+    from xprompt_jax.cli.main import main
+    work, sweep_dir = demo[0], tmp_path / "sweep"
+    grid = tmp_path / "grid.gin"
+    grid.write_text("include 'runs/sweep_demo.gin'\nxprompt_jax.Sweep.methods = {'prompt_tuning': "
+                    "['runs/demo_prompt_tune.gin'], 'ept': ['runs/ept.gin'], 'broken': ['runs/no_such_run.gin']}\n")
+    args = ["sweep", f"--gin_file={grid}", f"--gin.SWEEP_DIR='{sweep_dir}'", "--gin.DEMO_STEPS=6",
+            f"--gin.DEMO_CHECKPOINT='{work / 'pretrain' / 'export' / 'model'}'", "--gin.DEMO_EVAL_PERIOD=3",
+            f"--gin.DEMO_DATA_DIR='{work / 'data'}'"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    table = json.loads((sweep_dir / "table.json").read_text())
+    assert [row["label"] for row in table["rows"]] == ["prompt_tuning", "ept"] and len(table["failed"]) == 4
+    assert all("no_such_run.gin" in failed["error"] for failed in table["failed"])
+    for row in table["rows"]:
+        cell = row["cells"]["demo_max_no_keyword"]
+        scores = {lr: [_best(sweep_dir / "cells" / f"{row['label']}__demo_max_no_keyword__lr={lr}__seed={seed}"
+                             / "eval_metrics.jsonl") for seed in (0, 1)] for lr in ("0.1", "0.3")}
+        chosen = max(scores, key=lambda lr: np.mean(scores[lr]))
+        assert cell["learning_rate"] == float(chosen) and cell["scores"] == scores[chosen]
+        assert cell["mean"] == pytest.approx(np.mean(scores[chosen]))
+        assert cell["std"] == pytest.approx(np.std(scores[chosen], ddof=1))
+    assert "| prompt_tuning | 640 |" in first and (sweep_dir / "table.md").read_text() in first
+    assert (sweep_dir / "score_vs_parameters.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    os.remove(sweep_dir / "cells" / "ept__demo_max_no_keyword__lr=0.3__seed=1" / "cell.json")  # as if killed
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert second.count("done before, skipped") == 7 and "ept__demo_max_no_keyword__lr=0.3__seed=1: running" in second
+    assert json.loads((sweep_dir / "table.json").read_text())["rows"] == table["rows"]

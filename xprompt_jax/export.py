@@ -69,6 +69,20 @@ def save_json(path: str, value) -> str:
     return path
 
 
+def save_text(path: str, text: str) -> str:
+    """A text file written atomically (a sweep's tables)."""
+    with _atomic_file(path, ".tmp") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def save_png(path: str, figure) -> str:
+    """A matplotlib figure as a PNG at ``path``, appearing atomically (heatmaps, a sweep's plot)."""
+    with _atomic_file(path, ".tmp.png") as tmp, open(tmp, "wb") as out:
+        figure.savefig(out, format="png")
+    return path
+
+
 def save_jsonl(path: str, records) -> str:
     """One JSON object a line, written atomically (the metrics log when it is rewritten, predictions)."""
     with _atomic_file(path, ".tmp") as tmp, open(tmp, "w", encoding="utf-8") as f:

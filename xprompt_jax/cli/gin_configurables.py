@@ -21,6 +21,7 @@ from xprompt_jax.models import config as model_config
 from xprompt_jax.prompts.kinds import make_spec
 from xprompt_jax.run import config as settings
 from xprompt_jax.run import loop
+from xprompt_jax.sweep import grid as sweep_grid
 from xprompt_jax.xprompt import stages as xprompt_stages
 
 MODULE = "xprompt_jax"
@@ -42,6 +43,7 @@ Optimizer = gin.external_configurable(optimizers.Optimizer, module=MODULE)
 LearningRate = gin.external_configurable(optimizers.LearningRate, module=MODULE)
 PromptSpec = gin.external_configurable(make_spec, name="PromptSpec", module=MODULE)  # a spec of any kind
 t5_config = gin.external_configurable(model_config.t5_config, module=MODULE)
+Sweep = gin.external_configurable(sweep_grid.SweepGrid, name="Sweep", module=MODULE)  # `xprompt-jax sweep`'s grid
 
 ENTRY_POINTS = {"train": train, "evaluate": evaluate, "xprompt": xprompt, "ensemble": ensemble, "predict": predict}
 

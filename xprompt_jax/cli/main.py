@@ -7,6 +7,7 @@
     xprompt-jax xprompt --gin_file=... --gin_file=runs/xprompt.gin --gin.MODEL_DIR="'/tmp/xprompt'" ...
     xprompt-jax ensemble --gin_file=... --gin_file=runs/ensemble.gin --gin.PROMPT_SOURCES="['/tmp/a', '/tmp/b']" ...
     xprompt-jax predict --gin_file=... --gin_file=runs/predict.gin --gin.PROMPT_SOURCE="'/tmp/run'" --gin.OUTPUT_FILE=...
+    xprompt-jax sweep --gin_file=runs/sweep_demo.gin --gin.SWEEP_DIR="'/tmp/sweep'" [--dry_run]
     xprompt-jax convert --checkpoint=.../model.ckpt-1000000 --out=/tmp/t5_orbax
 
 The command table (``COMMANDS``) names each sub-command's help line; ``smoke``, ``demo`` and ``convert``
@@ -36,6 +37,8 @@ COMMANDS = {
     "xprompt": "prompt tuning, pruning and rewinding in one run (gin: runs/xprompt.gin)",
     "ensemble": "majority vote of N saved prompts in one batch (gin: runs/ensemble.gin)",
     "predict": "a saved prompt's predictions on a split, labelled or not, as JSON lines (gin: runs/predict.gin)",
+    "sweep": "a grid of runs (methods x tasks x seeds x learning rates ...), resumable, and its table "
+             "(gin: runs/sweep_*.gin)",
     "demo": "the built-in demo: pre-train a tiny T5, prompt-tune it, run XPrompt",
     "convert": "write a Mesh TensorFlow checkpoint (model.ckpt-N) as an Orbax one (needs TensorFlow, once)",
 }
@@ -55,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["smoke"].add_argument("--checkpoint", help="T5X checkpoint folder, T5X run folder or Hugging Face "
                                       "folder (local or gs://)")
     sub.choices["demo"].add_argument("--work_dir", default="xprompt_demo", help="where the demo writes everything")
+    sub.choices["sweep"].add_argument("--dry_run", action="store_true", help="list the cells and what each would do")
     sub.choices["demo"].add_argument("--quick", action="store_true", help="shortened stages (as the test suite runs it)")
     from xprompt_jax.cli import convert  # its flags; TensorFlow is imported only when it runs
     convert.add_arguments(sub.choices["convert"])
@@ -93,11 +97,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "convert":
         from xprompt_jax.cli.convert import convert
         return convert(args)
+    if args.command == "sweep":
+        return _run_gin_entry("sweep", lambda: _sweep(args.dry_run))
     if args.command == "demo":
         from xprompt_jax.cli.demo import run_demo
         run_demo(args.work_dir, args.quick)
         return 0
     return _run_gin_entry(args.command)
+
+
+def _sweep(dry_run: bool) -> int:
+    from xprompt_jax.cli.sweep import sweep
+    return sweep(dry_run)
 
 
 DEFAULT_COMPILATION_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "xprompt_jax", "xla")
@@ -122,14 +133,14 @@ def _without_gin_context(err: Exception) -> str:
     return str(err).split("\n  In call to configurable")[0]
 
 
-def _run_gin_entry(command: str) -> int:
-    """Run ``train``/``evaluate``/``xprompt``/``ensemble`` as gin configured them.
+def _run_gin_entry(command: str, entry=None) -> int:
+    """Run ``train``/``evaluate``/``xprompt``/``ensemble`` (or ``entry``) as gin configured them.
 
     Bad settings exit 2 with one clear line; a preempted run (SIGTERM) saved its checkpoint and exits 0;
     Ctrl-C ends with one line (130), not a traceback.
     """
     try:
-        ENTRY_POINTS[command]()
+        (entry or ENTRY_POINTS[command])()
     except Stopped as stop:  # SIGTERM: a checkpoint was saved (or nothing half-made written); the same command resumes
         print(f"[{command}] {stop}", file=sys.stderr)
         return 0

@@ -1,8 +1,9 @@
 """The frozen T5 a run adapts: read from a T5X or Hugging Face checkpoint, or random for tests and pre-training."""
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import numpy as np
@@ -24,11 +25,35 @@ def model_config_for(source: FrozenModel):
     return source.config
 
 
+_KEPT: Optional[Dict[str, Tuple[T5Config, Any]]] = None
+
+
+@contextlib.contextmanager
+def keep_loaded():
+    """Within this block the same frozen model (same source and seed) is read once: a sweep's cells of one
+    model share its weights instead of reading a checkpoint per cell. The weights are never trained in
+    place (the frozen tree is an input of every step), so sharing them is safe."""
+    global _KEPT
+    outer, _KEPT = _KEPT, ({} if _KEPT is None else _KEPT)
+    try:
+        yield
+    finally:
+        _KEPT = outer
+
+
 def load_frozen(source: FrozenModel, seed: int = 0) -> Tuple[T5Config, Any]:
     """(config, params) of the frozen model; random weights (seeded) when no checkpoint is given. The
     activation dtype (ACTIVATION_DTYPE) is resolved for this platform and set on the config, whatever the
     checkpoint's format, so ``run_config.json`` records what the run computed in."""
-    config, params = _load(source, seed)
+    key = f"{source!r} seed={seed}"
+    if _KEPT is not None and key in _KEPT:
+        logger.info(f"[train] frozen model {source.checkpoint or 'random'}: already loaded in this process")
+        config, params = _KEPT[key]
+    else:
+        config, params = _load(source, seed)
+        if _KEPT is not None:  # one model at a time: a sweep runs its cells model by model
+            _KEPT.clear()
+            _KEPT[key] = (config, params)
     activations = resolve_activation_dtype(source.activation_dtype, jax.default_backend())
     if activations is not None and activations != config.dtype:
         config = config.replace(dtype=activations)

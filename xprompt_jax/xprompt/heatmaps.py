@@ -7,13 +7,12 @@ untouched), and the file appears atomically, so a reader never sees half a PNG.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import textwrap
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from xprompt_jax import export
 from xprompt_jax.errors import ConfigError
 
 PRUNED_COLOR = (0.75, 0.75, 0.75)   # light grey: not in the colour map below, so pruned cells stand apart
@@ -111,19 +110,7 @@ def _figure(piece_scores, pruned, title: str, scale=None):
 
 def _write_png(figure, path: str) -> str:
     """The figure as a PNG at ``path``, appearing atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=".heatmap-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            figure.savefig(out, format="png")
-        os.chmod(temp, 0o644)  # mkstemp makes it private; a figure is for everyone to read
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-    return path
+    return export.save_png(path, figure)
 
 
 def _checked(piece_scores, token_mask, piece_mask):
