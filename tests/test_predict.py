@@ -66,3 +66,13 @@ def test_scoring_an_unlabelled_split_points_to_predict(world, capsys):
                           f"--gin.EVAL_CACHE='{world['unlabelled']}'", "--gin.BATCH_SIZE=4"])
     err = capsys.readouterr().err
     assert code == 2 and "xprompt-jax predict" in err and "has no labels" in err
+
+
+def test_a_submission_file_needs_a_benchmark_task_and_is_refused_before_any_work(world, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    code = cli_main.main(["predict", "--gin_file=sizes/prompt_tuning_test.gin", "--gin_file=runs/predict.gin",
+                          f"--gin.PROMPT_SOURCE='{world['prompt']}'", f"--gin.OUTPUT_FILE='{out}'",
+                          f"--gin.CHECKPOINT='{world['checkpoint']}'", f"--gin.EVAL_CACHE='{world['unlabelled']}'",
+                          f"--gin.SUBMISSION_DIR='{tmp_path / 'submit'}'"])
+    assert code == 2 and "SUBMISSION_DIR" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "submit").exists()

@@ -7,9 +7,10 @@ text and the prediction; under rank classification also the label index and its 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from xprompt_jax import assembly, export
+from xprompt_jax.commands import submission
 from xprompt_jax.errors import DataError
 from xprompt_jax.logs import is_main_process
 from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel, require_string
@@ -22,14 +23,18 @@ def predict(prompt_source: str,
             data: DataConfig = DataConfig(),
             model: FrozenModel = FrozenModel(),
             evaluation: EvalConfig = EvalConfig(),
-            combine: str = "prefix") -> List[Dict[str, Any]]:
-    """Predictions of a saved prompt on ``data.eval_split`` (or ``data.eval_cache``), written to ``output_file``."""
+            combine: str = "prefix",
+            submission_dir: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Predictions of a saved prompt on ``data.eval_split`` (or ``data.eval_cache``), written to ``output_file``;
+    with ``submission_dir`` (SUBMISSION_DIR) also the benchmark's leaderboard file for the task
+    (``<Task>.jsonl`` for SuperGLUE, ``<Task>.tsv`` for GLUE: ``commands/submission.py``)."""
     require_string("PROMPT_SOURCE", prompt_source, "predict.prompt_source")
     require_string("OUTPUT_FILE", output_file, "predict.output_file")
     saved = assembly.read_saved_prompt(prompt_source)
     split, vocabulary = assembly.open_predict_data(data)
     if split.num_examples == 0:
         raise DataError(f"the split {split.meta.get('task')}:{split.meta.get('split')} ({split.path}) has no examples")
+    spec = _benchmark_spec(split) if submission_dir else None  # refused before any work
     config, frozen = assembly.open_model(model, data.seed, vocabulary)
     prompted, trainable, masks = assembly.prompted_from_saved(config, saved, combine,
                                                               assembly.cached_input_length(split))
@@ -41,4 +46,16 @@ def predict(prompt_source: str,
         export.save_jsonl(output_file, rows)
     logger.info(f"[predict] {len(rows)} predictions of {saved.where} on {split.meta.get('task')}:"
                 f"{split.meta.get('split')} ({evaluator.mode}) written to {output_file}")
+    if spec is not None and is_main_process():
+        path = submission.write_submission(submission_dir, spec, rows)
+        logger.info(f"[predict] leaderboard file written to {path}")
     return rows
+
+
+def _benchmark_spec(split):
+    from tasks.specs import TASK_SPECS
+    task = split.meta.get("task")
+    if task not in TASK_SPECS:
+        raise DataError(f"SUBMISSION_DIR: the split's task {task!r} ({split.path}) is not a SuperGLUE or GLUE task; "
+                        "leaderboard files exist for those only (unset SUBMISSION_DIR)")
+    return TASK_SPECS[task]
