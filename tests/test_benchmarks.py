@@ -107,3 +107,13 @@ def test_gpu_suite_dry_run_returns_every_step(cache, tmp_path):
     assert json.loads((tmp_path / "checks.json").read_text())["jax_backend"] == "cpu"
     runs = {row["run"] for row in json.loads((tmp_path / "summary.json").read_text())}
     assert {"project tiny", "flash tiny", "peft eager tiny"} <= runs
+
+
+def test_multitask_serving_counts_batches_and_mixed_equals_per_task(tmp_path):
+    out = tmp_path / "serving.json"
+    stdout = _run("multitask_serving.py", "--size", "tiny", "--requests", "20", "--batch", "8", "--inputs", "16",
+                  "--prompt", "4", "--rounds", "1", "--out", str(out))
+    record = json.loads(out.read_text())
+    assert record["agree"] == 1.0 and sum(record["task_counts"]) == 20
+    assert record["batches"]["mixed"] == 3 and record["batches"]["per_task"] >= 3
+    assert "mixed / per-task" in stdout
