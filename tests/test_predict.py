@@ -76,3 +76,48 @@ def test_a_submission_file_needs_a_benchmark_task_and_is_refused_before_any_work
                           f"--gin.SUBMISSION_DIR='{tmp_path / 'submit'}'"])
     assert code == 2 and "SUBMISSION_DIR" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "submit").exists()
+
+
+def test_raw_text_inputs_predict_as_the_tasks_own_cache(world, tmp_path):
+    """INPUT_FILE: the first RTE test lines in their official format (formatted by RTE's preprocessors), and
+    the same examples as {"inputs": text} lines, predict exactly what the seqio-written cache of those
+    examples predicts."""
+    import tasks.superglue
+    from xprompt_jax.data.write_cache import write_cache
+    vocab = shared_path("fixtures", "t5_sentencepiece.model")
+    tasks.superglue.register_superglue(data_dir=str(shared_path("data", "superglue")), vocab_path=str(vocab))
+    task = "taskless_super_glue_rte_v102"
+    cache = write_cache(task, "test", str(tmp_path / "rte_test"), {"inputs": 64, "targets": 8}, num_examples=6)
+    with open(shared_path("data", "superglue", "RTE", "test.jsonl")) as f:
+        raw = [next(f) for _ in range(6)]
+    (tmp_path / "raw.jsonl").write_text("".join(raw))
+    (tmp_path / "text.jsonl").write_text("".join(json.dumps({"inputs": ex["inputs_pretokenized"]}) + "\n"
+                                                 for ex in cache.examples))
+    common = ["predict", "--gin_file=sizes/prompt_tuning_test.gin", "--gin_file=runs/predict.gin",
+              f"--gin.PROMPT_SOURCE='{world['prompt']}'", f"--gin.CHECKPOINT='{world['checkpoint']}'",
+              "--gin.INPUT_LENGTH=64", "--gin.TARGET_LENGTH=8", "--gin.EVAL_MODE='rank'", "--gin.BATCH_SIZE=4",
+              f"--gin.TASK='{task}'", f"--gin.xprompt_jax.DataConfig.vocabulary_path='{vocab}'"]
+    outputs = {}
+    for name, extra in (("cache", [f"--gin.EVAL_CACHE='{cache.path}'"]),
+                        ("raw", [f"--gin.INPUT_FILE='{tmp_path / 'raw.jsonl'}'"]),
+                        ("text", [f"--gin.INPUT_FILE='{tmp_path / 'text.jsonl'}'"])):
+        out = tmp_path / f"{name}.jsonl"
+        assert cli_main.main(common + extra + [f"--gin.OUTPUT_FILE='{out}'"]) == 0
+        outputs[name] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["inputs"] for r in outputs["raw"]] == [ex["inputs_pretokenized"] for ex in cache.examples]
+    assert [r["idx"] for r in outputs["raw"]] == [ex["idx"] for ex in cache.examples]
+    for name in ("raw", "text"):
+        assert [r["prediction"] for r in outputs[name]] == [r["prediction"] for r in outputs["cache"]]
+        np.testing.assert_allclose([r["score"] for r in outputs[name]], [r["score"] for r in outputs["cache"]],
+                                   rtol=1e-5)
+
+
+def test_bad_input_lines_are_named(world, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"inputs": "a b c"}\n{"inputs": "d e"\n')
+    code = cli_main.main(["predict", "--gin_file=sizes/prompt_tuning_test.gin", "--gin_file=runs/predict.gin",
+                          f"--gin.PROMPT_SOURCE='{world['prompt']}'", f"--gin.OUTPUT_FILE='{tmp_path / 'o.jsonl'}'",
+                          f"--gin.CHECKPOINT='{world['checkpoint']}'", f"--gin.INPUT_FILE='{bad}'",
+                          f"--gin.xprompt_jax.DataConfig.vocabulary_path='{shared_path('fixtures', 't5_sentencepiece.model')}'"])
+    assert code == 2 and f"{bad} line 2 is not JSON" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()

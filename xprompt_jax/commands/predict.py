@@ -7,13 +7,16 @@ text and the prediction; under rank classification also the label index and its 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from typing import Any, Dict, List, Optional
 
 from xprompt_jax import assembly, export
-from xprompt_jax.commands import submission
+from xprompt_jax.commands import submission, text_inputs
 from xprompt_jax.errors import DataError
 from xprompt_jax.logs import is_main_process
 from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel, require_string
+from xprompt_jax.vocabulary import DEFAULT_VOCAB_PATH, load_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -24,14 +27,27 @@ def predict(prompt_source: str,
             model: FrozenModel = FrozenModel(),
             evaluation: EvalConfig = EvalConfig(),
             combine: str = "prefix",
-            submission_dir: Optional[str] = None) -> List[Dict[str, Any]]:
+            submission_dir: Optional[str] = None,
+            input_file: Optional[str] = None) -> List[Dict[str, Any]]:
     """Predictions of a saved prompt on ``data.eval_split`` (or ``data.eval_cache``), written to ``output_file``;
     with ``submission_dir`` (SUBMISSION_DIR) also the benchmark's leaderboard file for the task
-    (``<Task>.jsonl`` for SuperGLUE, ``<Task>.tsv`` for GLUE: ``commands/submission.py``)."""
+    (``<Task>.jsonl`` for SuperGLUE, ``<Task>.tsv`` for GLUE: ``commands/submission.py``). ``input_file``
+    (INPUT_FILE) predicts for new text instead of a split: JSON lines of ``{"inputs": ...}`` or of a
+    SuperGLUE task's raw fields, formatted by the task's preprocessors (``commands/text_inputs.py``)."""
     require_string("PROMPT_SOURCE", prompt_source, "predict.prompt_source")
     require_string("OUTPUT_FILE", output_file, "predict.output_file")
     saved = assembly.read_saved_prompt(prompt_source)
-    split, vocabulary = assembly.open_predict_data(data)
+    with tempfile.TemporaryDirectory(prefix="xprompt_predict_") as workdir:
+        if input_file:
+            vocabulary = load_vocabulary(data.vocabulary_path or os.environ.get("XPROMPT_VOCAB_PATH") or DEFAULT_VOCAB_PATH)
+            split = text_inputs.text_input_split(input_file, vocabulary, data.task, data.input_length,
+                                                 data.target_length, workdir)
+        else:
+            split, vocabulary = assembly.open_predict_data(data)
+        return _predict(saved, split, vocabulary, output_file, data, model, evaluation, combine, submission_dir)
+
+
+def _predict(saved, split, vocabulary, output_file, data, model, evaluation, combine, submission_dir):
     if split.num_examples == 0:
         raise DataError(f"the split {split.meta.get('task')}:{split.meta.get('split')} ({split.path}) has no examples")
     spec = _benchmark_spec(split) if submission_dir else None  # refused before any work
