@@ -129,3 +129,49 @@ def test_stsb_correlations_against_numpy_and_scipy():
 def test_lengths_must_agree():
     with pytest.raises(ValueError, match="2 targets but 1 predictions"):
         metrics.accuracy([0, 1], [0])
+
+
+def _official_squad_v11(dataset_answers, predictions):
+    """SQuAD v1.1's evaluate-v1.1.py, written out from its published definition: normalize_answer (lower,
+    punctuation removed, then articles, then whitespace), exact match and token F1 maxed over the gold
+    answers, averaged, times 100."""
+    import collections
+    import re
+    import string
+
+    def normalize_answer(s):
+        s = s.lower()
+        s = "".join(ch for ch in s if ch not in set(string.punctuation))
+        s = re.sub(r"\b(a|an|the)\b", " ", s)
+        return " ".join(s.split())
+
+    def f1_score(prediction, ground_truth):
+        p, g = normalize_answer(prediction).split(), normalize_answer(ground_truth).split()
+        common = collections.Counter(p) & collections.Counter(g)
+        num_same = sum(common.values())
+        if num_same == 0:
+            return 0
+        precision, recall = 1.0 * num_same / len(p), 1.0 * num_same / len(g)
+        return (2 * precision * recall) / (precision + recall)
+
+    def exact_match_score(prediction, ground_truth):
+        return normalize_answer(prediction) == normalize_answer(ground_truth)
+
+    em = f1 = 0.0
+    for answers, prediction in zip(dataset_answers, predictions):
+        em += max(exact_match_score(prediction, a) for a in answers)
+        f1 += max(f1_score(prediction, a) for a in answers)
+    return {"em": 100.0 * em / len(predictions), "f1": 100.0 * f1 / len(predictions)}
+
+
+def test_squad_metric_equals_the_official_v11_evaluation():
+    """Cases that exercise every normalisation step: articles as words and inside words, punctuation inside
+    tokens, case, runs of whitespace, repeated tokens, empty and all-article answers, unicode."""
+    answers = [["The Theater"], ["U.S. Army", "the army"], ["  New   York  "], ["a an the"], ["Denver Broncos"],
+               ["Broncos Broncos Denver"], ["Café Müller"], ["1,000"], ["the the cat"], ["Obama", "Barack Obama"]]
+    predictions = ["theater", "US army!", "new york", "", "Denver  broncos.", "Broncos", "café müller", "1000",
+                   "cat the", "barack"]
+    ours = metrics.squad(answers, predictions)
+    official = _official_squad_v11(answers, predictions)
+    assert ours["em"] == pytest.approx(official["em"]) and ours["f1"] == pytest.approx(official["f1"])
+    assert 0 < official["em"] < 100 and 0 < official["f1"] < 100
