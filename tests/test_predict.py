@@ -121,3 +121,18 @@ def test_bad_input_lines_are_named(world, tmp_path, capsys):
                           f"--gin.xprompt_jax.DataConfig.vocabulary_path='{shared_path('fixtures', 't5_sentencepiece.model')}'"])
     assert code == 2 and f"{bad} line 2 is not JSON" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_beam_search_is_a_decoding_mode_and_one_beam_is_greedy(world, tmp_path):
+    outputs = {}
+    for name, extra in (("greedy", ["--gin.EVAL_MODE='decode'"]),
+                        ("beam1", ["--gin.EVAL_MODE='beam'", "--gin.xprompt_jax.EvalConfig.beam_size=1",
+                                   "--gin.xprompt_jax.EvalConfig.beam_alpha=0.0"]),
+                        ("beam4", ["--gin.EVAL_MODE='beam'"])):
+        out = tmp_path / f"{name}.jsonl"
+        assert cli_main.main(["predict", "--gin_file=sizes/prompt_tuning_test.gin", "--gin_file=runs/predict.gin",
+                              f"--gin.PROMPT_SOURCE='{world['prompt']}'", f"--gin.OUTPUT_FILE='{out}'",
+                              f"--gin.CHECKPOINT='{world['checkpoint']}'",
+                              f"--gin.EVAL_CACHE='{world['unlabelled']}'", "--gin.BATCH_SIZE=4", *extra]) == 0
+        outputs[name] = [json.loads(line)["prediction"] for line in out.read_text().splitlines()]
+    assert outputs["beam1"] == outputs["greedy"] and len(outputs["beam4"]) == 12

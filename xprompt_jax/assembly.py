@@ -156,7 +156,7 @@ def evaluator_for(model: PromptedT5, split, vocabulary, data: DataConfig, evalua
                   kind: Callable[..., Evaluator] = Evaluator) -> Evaluator:
     """An evaluator of ``split``: the evaluation batch size (else the run's), its length buckets and mesh."""
     return kind(model, split, vocabulary, evaluation.batch_size or data.batch_size, evaluation.mode, mesh=mesh,
-                buckets=run_data.buckets_for(data, split))
+                buckets=run_data.buckets_for(data, split), beam=(evaluation.beam_size, evaluation.beam_alpha))
 
 
 # ------------------------------------------------------------------------------------------------

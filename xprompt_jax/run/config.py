@@ -138,21 +138,26 @@ class ScheduleConfig:
                               f"BATCH_SIZE={batch_size}")
 
 
-EVAL_MODES = ("auto", "rank", "decode")
+EVAL_MODES = ("auto", "rank", "decode", "beam")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """How a prompt is scored: gin ``xprompt_jax.EvalConfig`` (EVAL_METRIC); ``mode`` 'rank', 'decode' or 'auto'."""
+    """How a prompt is scored: gin ``xprompt_jax.EvalConfig`` (EVAL_METRIC); ``mode`` 'rank' (rank
+    classification), 'decode' (greedy), 'beam' (beam search, ``beam_size`` beams, T5X's brevity penalty
+    ``beam_alpha``) or 'auto' (rank when the task has label names, else greedy)."""
     metric: str = "accuracy"
     mode: str = "auto"
     batch_size: Optional[int] = None
+    beam_size: int = 4
+    beam_alpha: float = 0.6
 
     def __post_init__(self):
         if not isinstance(self.metric, str) or not self.metric:
             raise ConfigError(f"EVAL_METRIC (EvalConfig.metric) must be a metric name, got {self.metric!r}")
         check_choice(self.mode, "EvalConfig.mode", EVAL_MODES)
         check_int(self.batch_size, "EvalConfig.batch_size", allow_none=True)
+        check_int(self.beam_size, "EvalConfig.beam_size")
 
 
 FROZEN_DTYPES = (None, "float32", "bfloat16", "float16")

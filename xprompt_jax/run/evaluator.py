@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,7 @@ from xprompt_jax.data.buckets import restore_order
 from xprompt_jax.data.task_info import task_info_of_split
 from xprompt_jax.distributed import to_host  # outputs sharded over several processes -> numpy on each
 from xprompt_jax.errors import ConfigError
+from xprompt_jax.models.beam_search import beam_search_encoded
 from xprompt_jax.models.decoding import greedy_decode_encoded, shift_right, token_log_likelihoods
 from xprompt_jax.prompted import PromptedT5
 from xprompt_jax.run.data import eval_batches
@@ -84,8 +85,18 @@ def predict_labels(model, trainable, frozen, masks, batches, label_ids: np.ndarr
     return label_scores(model, trainable, frozen, masks, batches, label_ids).argmax(-1).astype(np.int64)
 
 
-def predict_tokens(model, trainable, frozen, masks, batches, max_decode_length: int) -> List[np.ndarray]:
-    decode = _jitted(greedy_tokens, model, max_decode_length)
+def beam_tokens(model: PromptedT5, trainable, frozen, masks, encoder_input_tokens, max_decode_length: int,
+                beam_size: int, alpha: float):
+    """The best beam-search hypothesis (batch, max_decode_length) from the prompted encoder (T5X's scoring)."""
+    encoded, mask = model.encode(trainable, frozen, masks, encoder_input_tokens)
+    return beam_search_encoded(model.t5, model.t5_params(trainable, frozen), encoded, mask, max_decode_length,
+                               beam_size, alpha)[0]
+
+
+def predict_tokens(model, trainable, frozen, masks, batches, max_decode_length: int, beam=None) -> List[np.ndarray]:
+    """Generated tokens in example order: greedy, or beam search when ``beam`` is (beam size, alpha)."""
+    decode = _jitted(beam_tokens, model, max_decode_length, *beam) if beam else _jitted(greedy_tokens, model,
+                                                                                      max_decode_length)
     return in_example_order(batches, lambda b: to_host(decode(trainable, frozen, masks, b["encoder_input_tokens"])))
 
 
@@ -94,7 +105,7 @@ def predict_tokens(model, trainable, frozen, masks, batches, max_decode_length: 
 # ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Evaluator:
-    """Scores a prompt on one cached split by rank classification or greedy decoding."""
+    """Scores a prompt on one cached split by rank classification, greedy decoding or beam search."""
     model: PromptedT5
     split: Any
     vocabulary: Any
@@ -103,6 +114,7 @@ class Evaluator:
     max_decode_length: Optional[int] = None
     mesh: Any = None  # the run's mesh: evaluation batches sharded over its data axis (multi-host too)
     buckets: Optional[Sequence[int]] = None  # length buckets: batches padded to the smallest that fits
+    beam: Tuple[int, float] = (4, 0.6)  # mode 'beam': beam size and brevity-penalty alpha (T5X's defaults)
 
     def __post_init__(self):
         self.info = task_info_of_split(self.split)
@@ -111,8 +123,8 @@ class Evaluator:
         if self.mode == "rank" and not self.info.label_names:
             raise ConfigError(f"rank classification needs label names; task {self.info.name!r} has none "
                               "(use EvalConfig.mode='decode')")
-        if self.mode not in ("rank", "decode"):
-            raise ConfigError(f"unknown eval mode {self.mode!r}: 'rank', 'decode' or 'auto'")
+        if self.mode not in ("rank", "decode", "beam"):
+            raise ConfigError(f"unknown eval mode {self.mode!r}: 'rank', 'decode' (greedy), 'beam' or 'auto'")
         if self.mode == "rank":
             self.label_ids = self.vocabulary.encode_padded(self.info.label_names)
         self.max_decode_length = self.max_decode_length or self.split.features["decoder_target_tokens"].shape[1]
@@ -131,7 +143,8 @@ class Evaluator:
             scores = label_scores(self.model, trainable, frozen, masks, self.batches(), self.label_ids)
             return [{"prediction": self.info.label_names[int(row.argmax())], "label": int(row.argmax()),
                      "score": float(row.max())} for row in scores]
-        tokens = predict_tokens(self.model, trainable, frozen, masks, self.batches(), self.max_decode_length)
+        tokens = predict_tokens(self.model, trainable, frozen, masks, self.batches(), self.max_decode_length,
+                                tuple(self.beam) if self.mode == "beam" else None)
         return [{"prediction": self.vocabulary.decode(t)} for t in tokens]
 
     def __call__(self, trainable, frozen, masks) -> Dict[str, float]:
