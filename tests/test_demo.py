@@ -121,3 +121,35 @@ def test_sweep_on_the_demo_grid_tables_each_cells_own_scores_and_resumes(demo, t
     second = capsys.readouterr().out
     assert second.count("done before, skipped") == 7 and "ept__demo_max_no_keyword__lr=0.3__seed=1: running" in second
     assert json.loads((sweep_dir / "table.json").read_text())["rows"] == table["rows"]
+
+
+def test_transfer_matrix_on_two_demo_tasks(demo, tmp_path):
+    """``xprompt-jax transfer``: the demo's XPrompt prompt (tuned on max) and a random prompt (for min) on both
+    tasks: the matrices and heatmaps are written, each score equals evaluating that prompt alone, and the
+    tuned prompt transfers worse to min than it scores on its own task."""
+    from xprompt_jax import assembly
+    from xprompt_jax.cli.main import main
+    from xprompt_jax.models.config import t5_config
+    from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel
+    work, out = demo[0], tmp_path / "transfer"
+    tuned = np.load(work / "xprompt_quick" / "export" / "prompt.npy")
+    np.save(tmp_path / "min.npy", np.random.RandomState(0).normal(size=tuned.shape).astype(np.float32))
+    prompts = {"demo_max_no_keyword": str(work / "xprompt_quick"), "demo_min_no_keyword": str(tmp_path / "min.npy")}
+    checkpoint = work / "pretrain" / "export" / "model"
+    assert main(["transfer", "--gin_file=models/t5_1_1.gin", "--gin_file=sizes/demo.gin", "--gin_file=runs/transfer.gin",
+                 f"--gin.PROMPTS={prompts!r}", f"--gin.OUTPUT_DIR='{out}'", f"--gin.CHECKPOINT='{checkpoint}'",
+                 f"--gin.DATA_CACHE_DIR='{work / 'data'}'", "--gin.INPUT_LENGTH=12", "--gin.TARGET_LENGTH=4",
+                 "--gin.BATCH_SIZE=100"]) == 0
+    record = json.loads((out / "transfer.json").read_text())
+    assert record["how"] == [["rank", "rank"], ["rank", "rank"]] and record["relative"][0][0] == 1.0
+    for name in ("transfer_relative.png", "prompt_cosine.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "scores.csv").read_text().startswith("prompt \\ task,demo_max_no_keyword,demo_min_no_keyword")
+    data = DataConfig(task="demo_max_no_keyword", cache_dir=str(work / "data"), input_length=12, target_length=4,
+                      batch_size=100)
+    split, vocabulary = assembly.open_eval_data(data)
+    config, frozen = assembly.open_model(FrozenModel(str(checkpoint), t5_config("t5_1_1_demo")), vocabulary=vocabulary)
+    model, trainable, masks = assembly.prompted_from_saved(config, assembly.read_saved_prompt(str(work / "xprompt_quick")))
+    alone = assembly.evaluator_for(model, split, vocabulary, data, EvalConfig(mode="rank"))(trainable, frozen, masks)
+    assert record["scores"][0][0] == pytest.approx(alone["accuracy"])
+    assert record["scores"][0][1] < record["scores"][0][0]

@@ -16,6 +16,7 @@ from xprompt_jax import optimizers
 from xprompt_jax.commands import ensemble as ensemble_command
 from xprompt_jax.commands import evaluate as evaluate_command
 from xprompt_jax.commands import predict as predict_command
+from xprompt_jax.commands import transfer as transfer_command
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models import config as model_config
 from xprompt_jax.prompts.kinds import make_spec
@@ -32,6 +33,7 @@ evaluate = gin.external_configurable(evaluate_command.evaluate, module=MODULE)
 xprompt = gin.external_configurable(xprompt_stages.xprompt, module=MODULE)
 ensemble = gin.external_configurable(ensemble_command.ensemble, module=MODULE)
 predict = gin.external_configurable(predict_command.predict, module=MODULE)
+transfer = gin.external_configurable(transfer_command.transfer, module=MODULE)
 
 # Settings objects, built in gin files with @xprompt_jax.Name().
 DataConfig = gin.external_configurable(settings.DataConfig, module=MODULE)
@@ -45,7 +47,8 @@ PromptSpec = gin.external_configurable(make_spec, name="PromptSpec", module=MODU
 t5_config = gin.external_configurable(model_config.t5_config, module=MODULE)
 Sweep = gin.external_configurable(sweep_grid.SweepGrid, name="Sweep", module=MODULE)  # `xprompt-jax sweep`'s grid
 
-ENTRY_POINTS = {"train": train, "evaluate": evaluate, "xprompt": xprompt, "ensemble": ensemble, "predict": predict}
+ENTRY_POINTS = {"train": train, "evaluate": evaluate, "xprompt": xprompt, "ensemble": ensemble, "predict": predict,
+                "transfer": transfer}
 
 # Bindings of the flat-argument era -> the settings field that replaced them.
 _DATA = ("task", "train_split", "eval_split", "train_cache", "eval_cache", "vocabulary_path", "input_length",

@@ -11,7 +11,8 @@ from xprompt_jax.cli.gin_flags import GIN_DIR
 
 # The run file each gin command reads, and the arguments its example adds to the layering.
 RUN_FILES = {"train": "runs/prompt_tune.gin", "evaluate": "runs/eval.gin", "xprompt": "runs/xprompt.gin",
-             "ensemble": "runs/ensemble.gin", "predict": "runs/predict.gin", "sweep": "runs/sweep_demo.gin"}
+             "ensemble": "runs/ensemble.gin", "predict": "runs/predict.gin", "sweep": "runs/sweep_demo.gin",
+             "transfer": "runs/transfer.gin"}
 LAYERING = ("Runs compose in T5X's order, each file overriding the ones before it, then the flags:\n"
             "  --gin_file=models/<variant>.gin  architecture family    (models/: {models})\n"
             "  --gin_file=sizes/<size>.gin      its size               (sizes/: {sizes})\n"

@@ -7,6 +7,7 @@
     xprompt-jax xprompt --gin_file=... --gin_file=runs/xprompt.gin --gin.MODEL_DIR="'/tmp/xprompt'" ...
     xprompt-jax ensemble --gin_file=... --gin_file=runs/ensemble.gin --gin.PROMPT_SOURCES="['/tmp/a', '/tmp/b']" ...
     xprompt-jax predict --gin_file=... --gin_file=runs/predict.gin --gin.PROMPT_SOURCE="'/tmp/run'" --gin.OUTPUT_FILE=...
+    xprompt-jax transfer --gin_file=... --gin_file=runs/transfer.gin --gin.PROMPTS="{'task_a': '/tmp/a'}" ...
     xprompt-jax sweep --gin_file=runs/sweep_demo.gin --gin.SWEEP_DIR="'/tmp/sweep'" [--dry_run]
     xprompt-jax convert --checkpoint=.../model.ckpt-1000000 --out=/tmp/t5_orbax
 
@@ -37,6 +38,7 @@ COMMANDS = {
     "xprompt": "prompt tuning, pruning and rewinding in one run (gin: runs/xprompt.gin)",
     "ensemble": "majority vote of N saved prompts in one batch (gin: runs/ensemble.gin)",
     "predict": "a saved prompt's predictions on a split, labelled or not, as JSON lines (gin: runs/predict.gin)",
+    "transfer": "every saved prompt on every task: zero-shot transfer matrices and heatmaps (gin: runs/transfer.gin)",
     "sweep": "a grid of runs (methods x tasks x seeds x learning rates ...), resumable, and its table "
              "(gin: runs/sweep_*.gin)",
     "demo": "the built-in demo: pre-train a tiny T5, prompt-tune it, run XPrompt",
