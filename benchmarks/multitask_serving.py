@@ -61,8 +61,8 @@ def build(args):
     labels = [np.array([[3 + 2 * t, 1], [4 + 2 * t, 1]], np.int32) for t in range(args.tasks)]
     mixed_model = multitask.MultiTaskPrompts(config, prompts)
     trainable, _ = mixed_model.init()
-    union, valid, where = multitask.label_union(labels)
-    mixed_fn = jax.jit(lambda x, t: multitask.mixed_rank_predictions(mixed_model, trainable, frozen, x, t, union, valid))
+    table, valid = multitask.task_label_table(labels)
+    mixed_fn = jax.jit(lambda x, t: multitask.mixed_rank_predictions(mixed_model, trainable, frozen, x, t, table, valid))
     def single_task(prompt, label_ids):
         """The ordinary one-prompt model with ``prompt`` as its value, rank-classifying over ``label_ids``."""
         model = build_prompted_t5(config, make_spec(length=args.prompt, init="uniform"), frozen)
@@ -71,14 +71,13 @@ def build(args):
         label_ids = jnp.asarray(label_ids)
         return jax.jit(lambda x: rank_scores(model, params, frozen, masks, x, label_ids).argmax(-1))
 
-    return mixed_fn, [single_task(prompt, label_ids) for prompt, label_ids in zip(prompts, labels)], where
+    return mixed_fn, [single_task(prompt, label_ids) for prompt, label_ids in zip(prompts, labels)]
 
 
-def serve_mixed(mixed_fn, where, tokens, task_ids, batch):
+def serve_mixed(mixed_fn, tokens, task_ids, batch):
     out = np.zeros(len(tokens), np.int64)
     for rows, padded in _batches(np.arange(len(tokens)), batch):
-        columns = np.asarray(mixed_fn(tokens[padded], task_ids[padded]))[:len(rows)]
-        out[rows] = [where[int(t)].index(int(c)) for c, t in zip(columns, task_ids[rows])]
+        out[rows] = np.asarray(mixed_fn(tokens[padded], task_ids[padded]))[:len(rows)]
     return out
 
 
@@ -103,8 +102,8 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     tokens, task_ids = _queue(args, np.random.RandomState(1))
-    mixed_fn, single, where = build(args)
-    sides = {"mixed": lambda: serve_mixed(mixed_fn, where, tokens, task_ids, args.batch),
+    mixed_fn, single = build(args)
+    sides = {"mixed": lambda: serve_mixed(mixed_fn, tokens, task_ids, args.batch),
              "per_task": lambda: serve_per_task(single, tokens, task_ids, args.batch)}
     answers = {name: side() for name, side in sides.items()}  # compiles every program; untimed
     agree = float(np.mean(answers["mixed"] == answers["per_task"]))

@@ -11,7 +11,7 @@ from xprompt_jax.prompted import build_prompted_t5
 from xprompt_jax.prompts.kinds import make_spec
 from xprompt_jax.run.evaluator import greedy_tokens, rank_scores
 
-# Each task's label strings as token ids (EOS 1, padding 0): two tasks share "3 1", one has three labels.
+# Each task's label strings as token ids (EOS 1, padding 0): tasks of two and three labels, of different widths.
 LABELS = [np.array([[3, 1], [4, 1]]), np.array([[5, 6, 1], [3, 1, 0], [7, 1, 0]]), np.array([[8, 1], [9, 1]])]
 
 
@@ -39,11 +39,10 @@ def test_mixed_rank_predictions_equal_per_task_batches(setup):
     config, frozen, prompts, tokens, task_ids = setup
     model = multitask.MultiTaskPrompts(config, prompts)
     trainable, _ = model.init()
-    union, valid, where = multitask.label_union(LABELS)
-    assert union.shape[0] == 6  # "3 1" once for the two tasks that share it
-    columns = jax.jit(lambda x, t: multitask.mixed_rank_predictions(model, trainable, frozen, x, t, union, valid))(
-        tokens, task_ids)
-    mixed = multitask.to_task_labels(np.asarray(columns), task_ids, where)
+    table, valid = multitask.task_label_table(LABELS)
+    assert table.shape == (3, 3, 3) and valid.sum() == 7
+    mixed = np.asarray(jax.jit(lambda x, t: multitask.mixed_rank_predictions(model, trainable, frozen, x, t, table,
+                                                                             valid))(tokens, task_ids)).tolist()
     alone = [None] * len(tokens)
     for task, prompt in enumerate(prompts):
         single, single_trainable, masks = _alone(config, frozen, prompt)

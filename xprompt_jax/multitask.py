@@ -6,13 +6,13 @@ routing happens in ``encode``. It is ensembling (``ensembling.py``) keyed by tas
 over prompts: the frozen weights are read once per batch whatever the mix of tasks, and a server need
 not wait for a full batch of one task.
 
-Rank classification over a mixed batch scores every example against the union of the tasks' label
-strings and masks out the labels its task does not have, so each example's choice is among its own
-task's labels, exactly as in a batch of that task alone (``tests/test_multitask.py``).
+Rank classification over a mixed batch scores every example against its own task's label strings only
+(a per-task table, padded to the most labels any task has and masked), so each example costs what it
+costs in a batch of its task alone and chooses exactly as there (``tests/test_multitask.py``).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +20,10 @@ import numpy as np
 
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import T5Config
+from xprompt_jax.models.decoding import shift_right, token_log_likelihoods
 from xprompt_jax.models.t5 import T5
 from xprompt_jax.prompted import PromptedT5, check_prompt_fits
-from xprompt_jax.run.evaluator import greedy_tokens, rank_scores
+from xprompt_jax.run.evaluator import greedy_tokens
 
 PROMPTS, ROUTES = "prompts", "task_ids"
 
@@ -63,35 +64,33 @@ class MultiTaskPrompts(PromptedT5):
         return encoded, mask
 
 
-def label_union(label_ids_by_task: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray, List[List[int]]]:
-    """(union label tokens (U, L), valid (T, U), each task's label -> union column) for tasks' label tables."""
+def task_label_table(label_ids_by_task: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """(table (tasks, most labels, longest label) of label token ids, valid (tasks, most labels)): each
+    task's label strings, padded with empty labels that ``valid`` masks out."""
+    most = max(ids.shape[0] for ids in label_ids_by_task)
     width = max(ids.shape[1] for ids in label_ids_by_task)
-    rows, where = [], []
-    for ids in label_ids_by_task:
-        task_columns = []
-        for row in np.pad(ids, ((0, 0), (0, width - ids.shape[1]))):
-            key = tuple(int(t) for t in row)
-            if key not in rows:
-                rows.append(key)
-            task_columns.append(rows.index(key))
-        where.append(task_columns)
-    valid = np.zeros((len(label_ids_by_task), len(rows)), bool)
-    for task, task_columns in enumerate(where):
-        valid[task, task_columns] = True
-    return np.asarray(rows, np.int32), valid, where
+    table = np.zeros((len(label_ids_by_task), most, width), np.int32)
+    valid = np.zeros((len(label_ids_by_task), most), bool)
+    for task, ids in enumerate(label_ids_by_task):
+        table[task, :ids.shape[0], :ids.shape[1]] = ids
+        valid[task, :ids.shape[0]] = True
+    return table, valid
 
 
-def mixed_rank_predictions(model: MultiTaskPrompts, trainable, frozen, tokens, task_ids, union_ids, valid):
-    """(B,) each example's best label column of the union, among its own task's labels only."""
-    scores = rank_scores(model, model.routed(trainable, task_ids), frozen, {}, tokens, union_ids)
+def mixed_rank_predictions(model: MultiTaskPrompts, trainable, frozen, tokens, task_ids, table, valid):
+    """(B,) each example's best label index among its own task's labels, every example scored against its
+    task's labels only (padded to the most any task has), as a batch of that task alone scores it."""
+    routed = model.routed(trainable, task_ids)
+    encoded, mask = model.encode(routed, frozen, {}, tokens)
+    labels = jnp.asarray(table)[task_ids]  # (B, most labels, width)
+    batch, most, width = labels.shape
+    targets = labels.reshape(batch * most, width)
+    logits = model.decode(routed, frozen, jnp.repeat(encoded, most, axis=0), jnp.repeat(mask, most, axis=0),
+                          shift_right(targets))
+    scores = token_log_likelihoods(logits, targets).sum(-1).reshape(batch, most)
     return jnp.where(jnp.asarray(valid)[task_ids], scores, -jnp.inf).argmax(-1)
 
 
 def mixed_greedy_tokens(model: MultiTaskPrompts, trainable, frozen, tokens, task_ids, max_decode_length: int):
     """(B, T) greedy generations, each example under its own task's prompt."""
     return greedy_tokens(model, model.routed(trainable, task_ids), frozen, {}, tokens, max_decode_length)
-
-
-def to_task_labels(columns: np.ndarray, task_ids: np.ndarray, where: List[List[int]]) -> List[int]:
-    """Union columns back to each example's label index within its own task."""
-    return [where[int(t)].index(int(c)) for c, t in zip(columns, task_ids)]
