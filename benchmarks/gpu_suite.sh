@@ -66,9 +66,16 @@ install_wheels() {  # a private --target folder, no index, no dependencies; a fa
 }
 
 # step NAME SECONDS COMMAND...: one measurement under min(SECONDS, time left); its exit status is recorded.
+DRY_RUN_SAME=""  # the dry run's steps whose code path another step already runs on the same tiny shapes
+
 step() {
   local name="$1" limit="$2"
   shift 2
+  if [[ " $DRY_RUN_SAME " == *" $name "* ]]; then
+    echo "=== $name: dry run: skipped (the same code path as an earlier step at these tiny shapes)"
+    echo "{\"step\": \"$name\", \"skipped\": \"dry run\"}" >> "$OUT_DIR/steps.jsonl"
+    return 0
+  fi
   local left=$((BUDGET_S - (SECONDS - START)))
   if [ "$left" -lt 15 ]; then
     echo "=== $name: skipped (${left}s of the ${BUDGET_S}s budget left)"
@@ -94,6 +101,9 @@ run_suite() {  # PY SCALE: SCALE=gpu (the measurement) or cpu (the dry run's tin
   if [ "$scale" = cpu ]; then  # torch.compile takes minutes on a CPU: the dry run times eager PEFT in its place
     base=tiny large=tiny xl=tiny xxl=tiny batch=2 inputs=16 targets=4 steps=1 prompt=4 compiled=peft
     ceiling=(--size 256 --repeats 2) dtype=float32 expect=cpu rounds=(--rounds 1 --steps 1 --warmup 1)
+    # large, flash large and xxl are base's and xl's code paths at these shapes; compiled PEFT would be eager
+    # PEFT again; real data is tests/test_benchmarks.py's real-mode test. Each runs on the GPU.
+    DRY_RUN_SAME="project_large flash_large peft_compiled real_base project_xxl"
   fi
   local peft_sizes="$base"
   [ "$large" != "$base" ] && peft_sizes="$base,$large"

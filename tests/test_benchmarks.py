@@ -88,8 +88,8 @@ def test_compare_peft_records_a_side_that_fails_and_measures_the_rest(tmp_path):
 
 
 def test_gpu_suite_dry_run_returns_every_step(cache, tmp_path):
-    """The GPU suite's own script on this CPU with tiny shapes: every step runs to the end and writes its
-    JSON, and the summary reads them (the device call then only changes the scale)."""
+    """The GPU suite's own script on this CPU with tiny shapes: every distinct step runs to the end and writes
+    its JSON, and the summary reads them (the device call then only changes the scale). Under a minute."""
     root, vocab = cache
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
     env = dict(os.environ, XLA_FLAGS=flags, OUT=str(tmp_path), GPU_SUITE_CACHE=str(root), GPU_SUITE_VOCAB=str(vocab),
@@ -101,7 +101,9 @@ def test_gpu_suite_dry_run_returns_every_step(cache, tmp_path):
     assert [s["step"] for s in steps] == ["checks", "matmul_ceiling", "project_base", "project_large", "flash_base",
                                           "flash_large", "peft_eager", "project_xl", "peft_compiled", "real_base",
                                           "project_xxl"]
-    assert all(s.get("exit") == 0 for s in steps), steps
+    skipped = {"project_large", "flash_large", "peft_compiled", "real_base", "project_xxl"}  # same paths on the CPU
+    assert all(s.get("exit") == 0 for s in steps if s["step"] not in skipped), steps
+    assert {s["step"] for s in steps if s.get("skipped") == "dry run"} == skipped
     project = json.loads((tmp_path / "project_tiny.json").read_text())
     assert project["examples_per_s"] > 0 and project["memory_analysis"]["temp_size_in_bytes"] is not None
     assert json.loads((tmp_path / "checks.json").read_text())["jax_backend"] == "cpu"
