@@ -68,7 +68,7 @@ class DataConfig:
     programs are compiled (evenly spread, the full length kept): worth setting on accelerators with large
     models, where each program takes minutes to compile. ``compile_ahead`` reads that many training batches
     ahead and compiles the program of each new bucket shape in a background thread before it is needed
-    (0: compile each on first use).
+    (0: compile each on first use; multi-process runs always compile on first use, in step).
     """
     task: Optional[str] = None
     train_split: str = "train"

@@ -133,9 +133,11 @@ def _run_steps(s: Session, schedule: ScheduleConfig, watcher: PreemptionWatcher)
 
 def _training_batches(s: Session):
     """The run's batches; with length buckets, each new bucket's program starts compiling ``compile_ahead``
-    batches before it is needed (``DataConfig.compile_ahead``)."""
+    batches before it is needed (``DataConfig.compile_ahead``). One process only: with several, every
+    process must compile and run its programs in the same order (their collectives meet), which a
+    background thread does not keep."""
     batches = run_data.training_batches(s.splits.train, s.data, s.start_step, s.buckets)
-    if not (s.buckets and s.data.compile_ahead):
+    if not (s.buckets and s.data.compile_ahead) or jax.process_count() > 1:
         return batches
 
     def compile_for(local):
