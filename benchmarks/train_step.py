@@ -14,8 +14,6 @@ out of memory for xl and xxl at batch 32.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 
 import jax
@@ -71,10 +69,8 @@ def parse_args(argv=None):
 
 def _write(path, record):
     if path:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, path)
+        from xprompt_jax import export
+        export.save_json(path, record)  # atomic: a step cut short keeps its last complete record
 
 
 def _memory_analysis(compiled) -> dict:

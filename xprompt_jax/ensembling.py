@@ -49,12 +49,12 @@ class PromptEnsemble(PromptedT5):
     ``b * N + k`` prompt k; everything downstream (rank scores, greedy decoding) is the usual code.
     """
 
-    def __init__(self, config: T5Config, prompts, combine: str = "prefix"):
+    def __init__(self, config: T5Config, prompts, combine: str = "prefix", where: str = "the ensemble's prompts"):
         super().__init__(config, None, combine)
         prompts = np.asarray(prompts, np.float32)
         if prompts.ndim != 3:
             raise ConfigError(f"an ensemble takes (N, length, width) prompts, got shape {prompts.shape}")
-        check_prompt_fits(prompts.shape[1], prompts.shape[2], config, where="the ensemble's prompts")
+        check_prompt_fits(prompts.shape[1], prompts.shape[2], config, where=where)
         self.prompts = prompts
         self.num_prompts, self.length = int(prompts.shape[0]), int(prompts.shape[1])
 
@@ -68,11 +68,15 @@ class PromptEnsemble(PromptedT5):
     def prompt(self, trainable, masks):
         return trainable[PROMPTS]
 
-    def encode(self, trainable, frozen, masks, tokens, deterministic: bool = True, rngs=None):
+    def row_prompts(self, trainable, tokens):
+        """(rows, length, width): the prompt in front of each row; here prompt k for row ``b * N + k``."""
         prompts = trainable[PROMPTS]
         if tokens.shape[0] % prompts.shape[0]:
             raise ValueError(f"{tokens.shape[0]} rows are not examples x {prompts.shape[0]} prompts")
-        prompt = jnp.tile(prompts, (tokens.shape[0] // prompts.shape[0], 1, 1))
+        return jnp.tile(prompts, (tokens.shape[0] // prompts.shape[0], 1, 1))
+
+    def encode(self, trainable, frozen, masks, tokens, deterministic: bool = True, rngs=None):
+        prompt = self.row_prompts(trainable, tokens)
         params = self.t5_params(trainable, frozen)
         embedded = self.t5.apply({"params": params}, tokens, method=T5.embed)
         combined, mask = self.combine(prompt, embedded, tokens)

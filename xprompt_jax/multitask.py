@@ -18,50 +18,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xprompt_jax.ensembling import PROMPTS, PromptEnsemble
 from xprompt_jax.errors import ConfigError
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.decoding import shift_right, token_log_likelihoods
-from xprompt_jax.models.t5 import T5
-from xprompt_jax.prompted import PromptedT5, check_prompt_fits
 from xprompt_jax.run.evaluator import greedy_tokens
 
-PROMPTS, ROUTES = "prompts", "task_ids"
+ROUTES = "task_ids"
 
 
-class MultiTaskPrompts(PromptedT5):
+class MultiTaskPrompts(PromptEnsemble):
     """A frozen T5 with one same-shaped prompt per task; ``routed(trainable, task_ids)`` gives the
-    ``trainable`` whose ``encode`` puts prompt ``task_ids[r]`` in front of row ``r``."""
+    ``trainable`` whose ``encode`` puts prompt ``task_ids[r]`` in front of row ``r`` (the ensemble's
+    encoding, with the prompts gathered by task instead of repeated over them)."""
 
     def __init__(self, config: T5Config, prompts: Sequence[np.ndarray], combine: str = "prefix"):
-        super().__init__(config, None, combine)
         shapes = {tuple(np.shape(p)) for p in prompts}
         if len(shapes) != 1:
             raise ConfigError(f"multi-task prompts must share one (length, width); got {sorted(shapes)}")
-        stacked = np.stack([np.asarray(p, np.float32) for p in prompts])
-        check_prompt_fits(stacked.shape[1], stacked.shape[2], config, where="the tasks' prompts")
-        self.prompts, self.num_tasks, self.length = stacked, int(stacked.shape[0]), int(stacked.shape[1])
-
-    @property
-    def prompt_length(self) -> int:
-        return self.length
-
-    def init(self, rng=None):
-        return {PROMPTS: jnp.asarray(self.prompts)}, {}
-
-    def prompt(self, trainable, masks):
-        return trainable[PROMPTS]
+        super().__init__(config, np.stack([np.asarray(p, np.float32) for p in prompts]), combine,
+                         where="the tasks' prompts")
+        self.num_tasks = self.num_prompts
 
     @staticmethod
     def routed(trainable, task_ids) -> Dict[str, jax.Array]:
         return {PROMPTS: trainable[PROMPTS], ROUTES: jnp.asarray(task_ids, jnp.int32)}
 
-    def encode(self, trainable, frozen, masks, tokens, deterministic: bool = True, rngs=None):
-        prompt = jnp.take(trainable[PROMPTS], trainable[ROUTES], axis=0)  # (rows, length, width)
-        params = self.t5_params(trainable, frozen)
-        embedded = self.t5.apply({"params": params}, tokens, method=T5.embed)
-        combined, mask = self.combine(prompt, embedded, tokens)
-        encoded = self.t5.apply({"params": params}, combined, mask, deterministic, method=T5.encode_embedded, rngs=rngs)
-        return encoded, mask
+    def row_prompts(self, trainable, tokens):
+        return jnp.take(trainable[PROMPTS], trainable[ROUTES], axis=0)
 
 
 def task_label_table(label_ids_by_task: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
