@@ -9,10 +9,11 @@ training on the old examples. The fingerprint holds:
   source           where the examples come from: {"kind": "files", "folder"}, {"kind": "tfds", "folder",
                    "name"}, {"kind": "generated"} (the demo family) or {"kind": "unknown"} (another module's task)
   files            {absolute path: [size, mtime_ns] or null (missing)} of every file the split reads
+  ept              (EPT's splits only) {"seed", "protocol"}: the carving, see ``tasks.ept_splits``
   vocabulary       {"path", "file": [size, mtime_ns] or null}; a ``gs://`` path is compared by name only
 
 The settings come from the task's latest registration (``record_registration``, called by
-``register_superglue`` / ``register_glue``), else from the environment, exactly as registration at import
+``register_superglue`` / ``register_glue`` / ``register_suite``), else from the environment, exactly as registration at import
 would resolve them: no TensorFlow is needed to tell whether a cache is current.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
+from tasks import ept_splits, official_files
 from tasks import superglue_files as files
 from tasks.errors import TaskDataError
 from tasks.specs import TASK_SPECS
@@ -47,10 +49,12 @@ def _env_dir(env: str) -> Optional[str]:
 def _settings(task: str) -> Dict[str, Optional[str]]:
     if task in _REGISTERED:
         return _REGISTERED[task]
-    super_glue = TASK_SPECS[task].benchmark == "super_glue"
-    return {"data_dir": _env_dir(files.SUPERGLUE_DIR_ENV) if super_glue else None,
+    benchmark = TASK_SPECS[task].benchmark
+    super_glue = benchmark == "super_glue"
+    return {"data_dir": _env_dir(files.SUPERGLUE_DIR_ENV if super_glue else official_files.DIR_ENVS[benchmark]),
             "fewglue_dir": _env_dir(files.FEWGLUE_DIR_ENV) if super_glue else None,
-            "tfds_data_dir": None, "vocab_path": os.environ.get(VOCAB_PATH_ENV) or DEFAULT_VOCAB_PATH}
+            "tfds_data_dir": None, "vocab_path": os.environ.get(VOCAB_PATH_ENV) or DEFAULT_VOCAB_PATH,
+            "ept_seed": ept_splits.DEFAULT_SEED}
 
 
 def _stat(path: str) -> Optional[List[int]]:
@@ -76,19 +80,39 @@ def _tfds_files(folder: str) -> Dict[str, Any]:
     return found
 
 
+def _read_splits(task: str, split: str) -> List[str]:
+    """The task's own splits that ``split`` is drawn from (few-shot: train; EPT: train and validation)."""
+    spec = TASK_SPECS[task]
+    if split.startswith("train_k"):
+        return ["train"]
+    if split in ept_splits.SPLITS:
+        return ["train", ept_splits.heldout_split(spec.splits)]
+    return [split]
+
+
+def _local_files(task: str, split: str, data_dir: str) -> List[str]:
+    spec = TASK_SPECS[task]
+    paths: List[str] = []
+    for standard in _read_splits(task, split):
+        if spec.benchmark == "super_glue":
+            paths.append(files.split_file(data_dir, spec.local_name, spec.config, standard))
+        else:
+            paths += official_files.split_paths(spec.benchmark, spec.config, data_dir, standard)
+    return paths
+
+
 def _spec_source(task: str, split: str, settings: Mapping[str, Optional[str]]) -> Dict[str, Any]:
     spec = TASK_SPECS[task]
     data_dir, fewglue_dir = settings.get("data_dir"), settings.get("fewglue_dir")
     if split in spec.fewglue_splits and fewglue_dir and spec.local_name:
         path = os.path.join(fewglue_dir, spec.local_name, files.FEWGLUE_FILES[split])
         return {"source": {"kind": "files", "folder": fewglue_dir}, "files": {path: _stat(path)}}
-    if data_dir and spec.local_name:
-        standard = "train" if split.startswith("train_k") else split
+    if data_dir and (spec.local_name or spec.benchmark != "super_glue"):
         try:
-            path = files.split_file(data_dir, spec.local_name, spec.config, standard)
+            paths = _local_files(task, split, data_dir)
         except TaskDataError:  # no such split: writing the cache says so
             return {"source": {"kind": "files", "folder": data_dir}, "files": {}}
-        return {"source": {"kind": "files", "folder": data_dir}, "files": {path: _stat(path)}}
+        return {"source": {"kind": "files", "folder": data_dir}, "files": {p: _stat(p) for p in paths}}
     root = settings.get("tfds_data_dir") or os.environ.get(TFDS_DATA_DIR_ENV) or os.path.join(
         os.path.expanduser("~"), "tensorflow_datasets")
     folder = os.path.join(os.path.abspath(root), spec.tfds_name.replace(":", "/"))
@@ -100,7 +124,8 @@ def _spec_fields(task: str) -> Dict[str, Any]:
     return {"config": spec.config, "tfds_name": spec.tfds_name, "text_format": spec.text_format,
             "prefix": spec.prefix, "taskless": spec.taskless, "feature_names": list(spec.feature_names),
             "label_names": list(spec.label_names) if spec.label_names else None,
-            "rekey": dict(spec.rekey) if spec.rekey else None, "correct_referent_only": spec.correct_referent_only}
+            "rekey": dict(spec.rekey) if spec.rekey else None, "correct_referent_only": spec.correct_referent_only,
+            **({"source_splits": dict(spec.source_splits)} if spec.source_splits else {})}
 
 
 def source_fingerprint(task: str, split: str, sequence_length: Mapping[str, int]) -> Dict[str, Any]:
@@ -111,6 +136,9 @@ def source_fingerprint(task: str, split: str, sequence_length: Mapping[str, int]
         settings = _settings(task)
         out.update(_spec_source(task, split, settings), spec=_spec_fields(task),
                    vocabulary=_vocabulary(settings["vocab_path"]))
+        if split in ept_splits.SPLITS:
+            out["ept"] = {"seed": int(settings.get("ept_seed") or ept_splits.DEFAULT_SEED),
+                          "protocol": ept_splits.PROTOCOL_VERSION}
     elif task.startswith("demo_"):
         from tasks.demo_vocab import VOCAB_PATH
         out.update(source={"kind": "generated"}, files={}, vocabulary=_vocabulary(VOCAB_PATH))
@@ -127,6 +155,8 @@ def describe_change(old: Optional[Mapping[str, Any]], new: Mapping[str, Any]) ->
     if old.get("version") != new.get("version") or old.get("spec") != new.get("spec") \
             or old.get("task") != new.get("task") or old.get("split") != new.get("split"):
         changes.append(f"the task definition changed (tasks data version {old.get('version')} -> {new.get('version')})")
+    if old.get("ept") != new.get("ept"):
+        changes.append(f"EPT split carving {old.get('ept')} -> {new.get('ept')}")
     if old.get("sequence_length") != new.get("sequence_length"):
         changes.append(f"sequence lengths {old.get('sequence_length')} -> {new.get('sequence_length')}")
     old_source, new_source = old.get("source") or {}, new.get("source") or {}

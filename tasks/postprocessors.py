@@ -104,3 +104,10 @@ def wsc_simple(prediction: Any, example: Optional[Mapping[str, Any]] = None, is_
         return 0  # "Bob" is not "Bob's hat"
     predicted_words, referent_words = set(predicted.split(" ")), set(referent.split(" "))
     return int(predicted_words <= referent_words or referent_words <= predicted_words)
+
+
+def qa(answer: Any, example: Optional[Mapping[str, Any]] = None, is_target: bool = False):
+    """Question answering (T5's ``qa``): a target is every gold answer of the example, a prediction its text."""
+    if is_target:
+        return [as_text(a) for a in example["answers"]]
+    return as_text(answer)

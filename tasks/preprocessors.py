@@ -1,7 +1,7 @@
-"""T5's text-to-text formats for GLUE and SuperGLUE, as tf.data preprocessors.
+"""T5's text-to-text formats for GLUE, SuperGLUE and MRQA, as tf.data preprocessors.
 
 Written to produce, string for string, what ``t5.data.preprocessors`` (``glue``, ``stsb``, ``wsc``,
-``wsc_simple``, ``record``) and prompt tuning's ``remove_first_text_token`` produce, because the papers'
+``wsc_simple``, ``record``) and prompt tuning's ``remove_first_text_token`` and ``mrqa`` produce, because the papers'
 numbers are for exactly these strings: the same TensorFlow string and regex operations, in the same order.
 Which fields, in which order, with which labels comes from ``tasks.specs``, not from here.
 """
@@ -50,7 +50,7 @@ def glue(x, benchmark_name: str, label_names: Sequence[str], feature_names: Sequ
         joined = tf.strings.regex_replace(joined, "<(/)?b>", "")
         for part in flat_idx:
             out[f"idx/{part}"] = x["idx"][part]
-    else:
+    elif "idx" in x:  # WinoGrande, Yelp, SciTail and PAWS have none
         out["idx"] = x["idx"]
     out["inputs"] = joined
     out["targets"] = _label_text(x["label"], label_names)
@@ -155,6 +155,25 @@ def record(dataset: tf.data.Dataset):
     return dataset.map(to_text, num_parallel_calls=AUTOTUNE)
 
 
+def pad_punctuation(text):
+    """T5's ``_pad_punctuation``: a space either side of every ASCII punctuation character, then each run of
+    whitespace collapsed to one space (leading and trailing spaces stay)."""
+    text = tf.strings.regex_replace(text, r"([[:punct:]])", r" \1 ")
+    return tf.strings.regex_replace(text, r"\s+", " ")
+
+
+@seqio.map_over_dataset
+def mrqa(x):
+    """MRQA as prompt-tuning's ``preprocessors.mrqa`` (no task word): ``"question: <q> context: <c>"`` (both
+    punctuation-padded, joined by T5's ``_string_join``) -> the first answer, padded; ``answers`` keeps every
+    padded gold answer for the metric and ``idx`` the question id."""
+    joined = tf.strings.join(["question:", pad_punctuation(x["question"]), "context:", pad_punctuation(x["context"])],
+                             separator=" ")
+    answers = pad_punctuation(x["answers"])
+    return {"idx": x["qid"], "inputs": tf.strings.regex_replace(joined, r"\s+", " "), "targets": answers[0],
+            "answers": answers}
+
+
 @seqio.map_over_dataset
 def remove_first_text_token(x, key: str = "inputs"):
     """Drops the leading task word and its space (prompt tuning's "taskless" tasks)."""
@@ -182,6 +201,8 @@ def text_preprocessors(spec: TaskSpec) -> List[Callable]:
                                            correct_referent_only=spec.correct_referent_only))
     elif fmt == "record":
         steps.append(record)
+    elif fmt == "mrqa":
+        steps.append(mrqa)
     else:
         raise ValueError(f"{spec.name}: unknown text format {fmt!r}")
     if spec.taskless:

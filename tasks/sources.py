@@ -1,20 +1,24 @@
-"""Where a task's examples come from: TFDS (the default) or official ``.jsonl`` files, plus few-shot splits.
+"""Where a task's examples come from: TFDS (the default) or official files, plus derived splits.
 
-``TaskSource`` is one seqio ``DataSource`` for every GLUE/SuperGLUE task. Its standard splits come from
-TFDS (``super_glue/<config>:1.0.2``, ``glue/<config>:2.0.0``) unless a local folder of official SuperGLUE
-files is named, in which case ``tasks.superglue_files`` reads them into the same features. On top it offers
-``train_k4``/``train_k16``/``train_k32`` (a fixed-seed draw from ``train``, see
-``superglue_files.few_shot_subset``) and, with a FewGLUE folder, ``fewglue_train``/``fewglue_dev32``.
+``TaskSource`` is one seqio ``DataSource`` for every task of ``tasks.specs``. Its standard splits come from
+TFDS (``super_glue/<config>:1.0.2``, ``glue/<config>:2.0.0``, ``mrqa/<config>:1.0.0`` ...) unless a local
+folder of the official files is named, in which case ``tasks.superglue_files`` (SuperGLUE) or
+``tasks.official_files`` (the others) reads them into the same features. On top it offers
+``train_k4``/``train_k16``/``train_k32`` for GLUE and SuperGLUE (a fixed-seed draw from ``train``, see
+``superglue_files.few_shot_subset``), with a FewGLUE folder ``fewglue_train``/``fewglue_dev32``, and EPT's
+``ept_train``/``ept_validation``/``ept_test`` (``tasks.ept_splits``) wherever there is a train split and a
+validation set.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import seqio
 import tensorflow as tf
 
+from tasks import ept_splits, official_files
 from tasks import superglue_files as files
 from tasks.errors import TaskDataError as DataError
 from tasks.specs import TaskSpec
@@ -24,14 +28,24 @@ _KINDS = {
     "int32": tf.TensorSpec([], tf.int32),
     "idx": tf.TensorSpec([], tf.int32),
     "label": tf.TensorSpec([], tf.int64),
+    "float": tf.TensorSpec([], tf.float32),
     "text_list": tf.TensorSpec([None], tf.string),
 }
+Kinds = Mapping[str, str]
 
 
-def output_signature(config: str) -> Dict[str, Any]:
-    """The tf.data element spec TFDS gives a SuperGLUE config, for datasets built from local rows."""
+def source_kinds(spec: TaskSpec) -> Dict[str, str]:
+    """The field kinds of the task's TFDS examples (``superglue_files.FEATURES`` / ``official_files``)."""
+    if spec.benchmark == "super_glue":
+        return files.FEATURES[spec.config]
+    return official_files.features(spec.benchmark, spec.config)
+
+
+def output_signature(kinds: Union[str, Kinds]) -> Dict[str, Any]:
+    """The tf.data element spec TFDS gives these fields (a string: a SuperGLUE config's), for local rows."""
+    kinds = files.FEATURES[kinds] if isinstance(kinds, str) else kinds
     signature: Dict[str, Any] = {}
-    for name, kind in files.FEATURES[config].items():
+    for name, kind in kinds.items():
         if kind.startswith("idx:"):
             signature[name] = {part: tf.TensorSpec([], tf.int32) for part in kind[4:].split(",")}
         else:
@@ -39,14 +53,15 @@ def output_signature(config: str) -> Dict[str, Any]:
     return signature
 
 
-def rows_to_dataset(config: str, rows: Sequence[Mapping[str, Any]]) -> tf.data.Dataset:
-    """Python rows (``superglue_files``) -> tf.data with TFDS's dtypes and nesting.
+def rows_to_dataset(kinds: Union[str, Kinds], rows: Sequence[Mapping[str, Any]]) -> tf.data.Dataset:
+    """Python rows (``superglue_files``, ``official_files``) -> tf.data with TFDS's dtypes and nesting.
 
-    Columns become tensors in one go (fast); ReCoRD's variable-length lists go through a generator.
+    Columns become tensors in one go (fast); variable-length lists (ReCoRD, MRQA) go through a generator.
     """
     rows = list(rows)
-    signature = output_signature(config)
-    if any(kind == "text_list" for kind in files.FEATURES[config].values()):
+    kinds = files.FEATURES[kinds] if isinstance(kinds, str) else kinds
+    signature = output_signature(kinds)
+    if any(kind == "text_list" for kind in kinds.values()):
         return tf.data.Dataset.from_generator(lambda: iter(rows), output_signature=signature)
 
     def column(spec, values):
@@ -59,27 +74,32 @@ def rows_to_dataset(config: str, rows: Sequence[Mapping[str, Any]]) -> tf.data.D
 
 
 class TaskSource(seqio.DataSource):
-    """Standard splits from TFDS or local files; ``train_k<k>`` and FewGLUE splits on top.
+    """Standard splits from TFDS or local files; ``train_k<k>``, FewGLUE and EPT splits on top.
 
     Args:
       spec: the task's ``TaskSpec``.
-      data_dir: folder of official SuperGLUE files (``<dir>/<Task>/{train,val,test}.jsonl``); None: TFDS.
+      data_dir: folder of the official files (SuperGLUE: ``<dir>/<Task>/{train,val,test}.jsonl``; the
+        others: ``tasks.official_files``); None: TFDS.
       fewglue_dir: FewGLUE folder (``<dir>/<Task>/{train,dev32}.jsonl``); None: no FewGLUE splits.
       tfds_data_dir: TFDS's data folder (None: TFDS's default).
       origin: how ``data_dir``/``fewglue_dir`` were chosen, for error messages.
+      ept_seed: the seed of the EPT splits' carving (``tasks.ept_splits``).
     """
 
     def __init__(self, spec: TaskSpec, *, data_dir: Optional[str] = None, fewglue_dir: Optional[str] = None,
-                 tfds_data_dir: Optional[str] = None, origin: str = ""):
+                 tfds_data_dir: Optional[str] = None, origin: str = "", ept_seed: int = ept_splits.DEFAULT_SEED):
         self._spec = spec
         self._data_dir = data_dir
         self._fewglue_dir = fewglue_dir
         self._origin = origin
+        self._ept_seed = int(ept_seed)
         self._tfds = None if data_dir else seqio.TfdsDataSource(
-            tfds_name=spec.tfds_name, tfds_data_dir=tfds_data_dir, splits=list(spec.splits))
+            tfds_name=spec.tfds_name, tfds_data_dir=tfds_data_dir,
+            splits={split: spec.source_split(split) for split in spec.splits})
         splits = list(spec.splits) + [f"train_k{k}" for k in spec.few_shot_ks]
         if fewglue_dir and spec.local_name:
             splits += list(spec.fewglue_splits)
+        splits += list(ept_splits.offered(spec.splits))
         super().__init__(splits=splits)
 
     @property
@@ -105,10 +125,12 @@ class TaskSource(seqio.DataSource):
             return self._tfds.get_dataset(split=split, shuffle=shuffle, seed=seed, shard_info=shard_info)
         if split.startswith("train_k"):
             ds = self._few_shot(int(split[len("train_k"):]))
+        elif split in ept_splits.SPLITS:
+            ds = self._ept(split)
         elif split in files.FEWGLUE_FILES:
-            ds = rows_to_dataset(self._spec.config, self._fewglue_rows(split))
+            ds = rows_to_dataset(source_kinds(self._spec), self._fewglue_rows(split))
         else:
-            ds = rows_to_dataset(self._spec.config, self._local_rows(split))
+            ds = rows_to_dataset(source_kinds(self._spec), self._local_rows(split))
         if shard_info and shard_info.num_shards > 1:
             ds = ds.shard(shard_info.num_shards, shard_info.index)
         return ds
@@ -124,7 +146,7 @@ class TaskSource(seqio.DataSource):
         config = self._spec.config
         if self._tfds is None:
             rows = files.few_shot_subset(config, self._local_rows("train"), k, keep=self._keep())
-            return rows_to_dataset(config, rows)
+            return rows_to_dataset(source_kinds(self._spec), rows)
         # TFDS: read only the ids (and labels) once, draw, then filter the full examples in TensorFlow.
         full = self._tfds.get_dataset(split="train", shuffle=False)
         light = full.map(lambda x: {"idx": x["idx"], "label": x.get("label", tf.constant(-1, tf.int64))})
@@ -140,18 +162,46 @@ class TaskSource(seqio.DataSource):
 
         return full.filter(lambda x: tf.reduce_any(tf.equal(unit(x), chosen_t)))
 
+    def _ept(self, split: str) -> tf.data.Dataset:
+        """EPT's split: the carving's mask over the train or validation split, in the source's order."""
+        spec = self._spec
+        heldout = ept_splits.heldout_split(spec.splits)
+        fields = ept_splits.unit_fields(spec.config, spec.feature_names)
+        if self._tfds is None:
+            num_train = len(self._local_rows("train"))
+            role = ept_splits.source_role(split, num_train)
+            rows = self._local_rows("train" if role == "train" else heldout)
+            keys = [ept_splits.example_key(r, fields, self._ept_seed) for r in rows]
+            _, mask = ept_splits.carve(split, num_train, keys)
+            return rows_to_dataset(source_kinds(spec), [r for r, keep in zip(rows, mask) if keep])
+        num_train = self._tfds.num_input_examples("train")
+        role = ept_splits.source_role(split, num_train)
+        full = self._tfds.get_dataset(split="train" if role == "train" else heldout, shuffle=False)
+        light = full.map(lambda x: {f: x[f] for f in fields})
+        keys = [ept_splits.example_key(r, fields, self._ept_seed) for r in light.as_numpy_iterator()]
+        _, mask = ept_splits.carve(split, num_train, keys)
+        keep = tf.constant(mask, tf.bool)
+        return full.enumerate().filter(lambda i, x: keep[i]).map(lambda i, x: x)
+
     def _local_rows(self, split: str) -> List[Dict[str, Any]]:
         root = self._data_dir
+        spec = self._spec
+        if spec.benchmark != "super_glue":
+            if not os.path.isdir(root):
+                raise DataError(f"{spec.benchmark} folder {root} ({self._origin or 'data_dir'}) does not exist: set "
+                                f"${official_files.DIR_ENVS[spec.benchmark]} or pass its folder to the task "
+                                "registration, or unset both to read TFDS")
+            return official_files.load_rows(spec.benchmark, spec.config, root, split)
         if not os.path.isdir(root):
             raise DataError(f"SuperGLUE folder {root} ({self._origin or 'data_dir'}) does not exist: set "
                             f"{files.SUPERGLUE_DIR_ENV} or pass data_dir= to register_superglue() to a folder "
                             "holding <Task>/{train,val,test}.jsonl, or unset both to read TFDS")
-        path = files.split_file(root, self._spec.local_name, self._spec.config, split)
+        path = files.split_file(root, spec.local_name, spec.config, split)
         if not os.path.isfile(path):
-            raise DataError(f"{self._spec.name}: split {split!r} needs {path}, which is missing from the "
+            raise DataError(f"{spec.name}: split {split!r} needs {path}, which is missing from the "
                             f"SuperGLUE folder {root} ({self._origin or 'data_dir'}); put the official file "
                             f"there or pick another split ({', '.join(self.splits)})")
-        return files.load_examples(self._spec.config, path)
+        return files.load_examples(spec.config, path)
 
     def _fewglue_rows(self, split: str) -> List[Dict[str, Any]]:
         root = self._fewglue_dir

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tasks import metrics, postprocessors
+from tasks import metrics, postprocessors, suite_specs
 from tasks.errors import TaskDataError as DataError
 
 FEW_SHOT_KS: Tuple[int, ...] = (4, 16, 32)
@@ -29,7 +29,8 @@ GLUE_VERSION = "2.0.0"
 # Text formats, each a T5 preprocessor: "glue" (``<prefix> key: text key: text``), "stsb" (GLUE's glue
 # format with the score rounded to 0.2 as its target), "wsc" (marked spans, True/False), "wsc_simple"
 # (``wsc: ... *pronoun* ...`` -> referent), "record" (``record query: ... entities: ... passage: ...``).
-TEXT_FORMATS = ("glue", "stsb", "wsc", "wsc_simple", "record")
+# "mrqa" (``question: ... context: ...`` with T5's punctuation padding -> the first answer).
+TEXT_FORMATS = ("glue", "stsb", "wsc", "wsc_simple", "record", "mrqa")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,8 @@ class TaskSpec:
 
     Fields:
       name: the seqio task name (``taskless_super_glue_rte_v102``).
-      benchmark: ``"super_glue"`` or ``"glue"``.
+      benchmark: ``"super_glue"``, ``"glue"``, ``"mrqa"``, ``"winogrande"``, ``"yelp_polarity"``,
+        ``"scitail"`` or ``"paws_wiki"`` (the last five: ``tasks.suite_specs``).
       config: the TFDS builder config (``"rte"``, ``"wsc.fixed"``, ``"mnli_matched"``).
       tfds_name: the default source, ``super_glue/<config>:1.0.2`` or ``glue/<config>:2.0.0``.
       local_name: the task's folder in the official SuperGLUE release (``"RTE"``, ``"AX-b"``), None for GLUE.
@@ -56,6 +58,8 @@ class TaskSpec:
       fewglue_splits: the FewGLUE splits offered when a FewGLUE folder is configured.
       rekey: source field -> formatter field renames applied first (AX-b speaks RTE's field names).
       correct_referent_only: WSC simple training keeps only examples whose candidate is the referent.
+      source_splits: split -> the source's name for it where they differ (MRQA's out-of-domain
+        ``validation`` is TFDS's ``test``; WinoGrande's ``train`` is ``train_xl``).
     """
 
     name: str
@@ -75,6 +79,11 @@ class TaskSpec:
     fewglue_splits: Tuple[str, ...] = ()
     rekey: Optional[Mapping[str, str]] = None
     correct_referent_only: bool = False
+    source_splits: Optional[Mapping[str, str]] = None
+
+    def source_split(self, split: str) -> str:
+        """The source's (TFDS's) name of one of ``splits``."""
+        return (self.source_splits or {}).get(split, split)
 
     @property
     def all_splits(self) -> Tuple[str, ...]:
@@ -193,20 +202,29 @@ def _build() -> Dict[str, TaskSpec]:
                                           ("glue", _glue_base(), GLUE_VERSION, "v002")):
         for entry in base:
             entry = dict(entry)
-            entry.setdefault("local_name", None)
             key, suffix = entry.pop("key"), entry.pop("suffix", "")
-            label_names = entry["label_names"]
-            if "postprocessor" not in entry:
-                entry["postprocessor"] = _label_pp(label_names) if label_names else None
-            splits = entry.pop("splits", _STANDARD)
-            few_shot = FEW_SHOT_KS if "train" in splits else ()
-            fewglue = entry.pop("fewglue_splits", FEWGLUE_SPLITS if benchmark == "super_glue" else ())
-            for taskless in (False, True):
-                name = f"{'taskless_' if taskless else ''}{benchmark}_{key}_{tag}{suffix}"
-                specs[name] = TaskSpec(
-                    name=name, benchmark=benchmark, tfds_name=f"{benchmark}/{entry['config']}:{version}",
-                    taskless=taskless, splits=splits, few_shot_ks=few_shot, fewglue_splits=fewglue, **entry)
+            _add_variants(specs, dict(entry, name=f"{benchmark}_{key}_{tag}{suffix}", benchmark=benchmark,
+                                      tfds_name=f"{benchmark}/{entry['config']}:{version}"))
+    for entry in suite_specs.mrqa_entries() + suite_specs.other_entries():
+        _add_variants(specs, entry)
     return specs
+
+
+def _add_variants(specs: Dict[str, TaskSpec], entry: dict) -> None:
+    """The entry's task with T5's task word and (unless ``variants`` says otherwise) its ``taskless_`` twin."""
+    entry = dict(entry)
+    entry.setdefault("local_name", None)
+    name, variants = entry.pop("name"), entry.pop("variants", (False, True))
+    label_names = entry["label_names"]
+    if "postprocessor" not in entry:
+        entry["postprocessor"] = _label_pp(label_names) if label_names else None
+    splits = entry.pop("splits", _STANDARD)
+    few_shot = FEW_SHOT_KS if "train" in splits and entry["benchmark"] in ("glue", "super_glue") else ()
+    fewglue = entry.pop("fewglue_splits", FEWGLUE_SPLITS if entry["benchmark"] == "super_glue" else ())
+    for taskless in variants:
+        full = f"{'taskless_' if taskless else ''}{name}"
+        specs[full] = TaskSpec(name=full, taskless=taskless, splits=splits, few_shot_ks=few_shot,
+                               fewglue_splits=fewglue, **entry)
 
 
 TASK_SPECS: Dict[str, TaskSpec] = _build()
@@ -221,5 +239,5 @@ def get_spec(name: str) -> TaskSpec:
 
 
 def task_names(benchmark: Optional[str] = None) -> List[str]:
-    """Registered task names, optionally of one benchmark (``"super_glue"`` or ``"glue"``)."""
+    """Registered task names, optionally of one benchmark (``"super_glue"``, ``"glue"``, ``"mrqa"`` ...)."""
     return sorted(n for n, s in TASK_SPECS.items() if benchmark is None or s.benchmark == benchmark)

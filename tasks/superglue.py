@@ -21,6 +21,7 @@ from typing import List, Optional
 import gin
 import seqio
 
+from tasks import ept_splits
 from tasks import preprocessors as text_steps
 from tasks import superglue_files as files
 from tasks.errors import TaskDataError as DataError
@@ -102,7 +103,8 @@ def gin_configurable(module: str):
 
 @gin_configurable("tasks.superglue")
 def register_superglue(data_dir: Optional[str] = None, vocab_path: Optional[str] = None,
-                       fewglue_dir: Optional[str] = None, tfds_data_dir: Optional[str] = None) -> List[str]:
+                       fewglue_dir: Optional[str] = None, tfds_data_dir: Optional[str] = None,
+                       ept_seed: int = ept_splits.DEFAULT_SEED) -> List[str]:
     """(Re-)registers every SuperGLUE task; returns their names.
 
     Args:
@@ -111,6 +113,7 @@ def register_superglue(data_dir: Optional[str] = None, vocab_path: Optional[str]
       vocab_path: SentencePiece model. Default ``$XPROMPT_VOCAB_PATH``, else the public T5 vocabulary.
       fewglue_dir: FewGLUE folder, ``<dir>/<Task>/{train,dev32}.jsonl``. Default ``$XPROMPT_FEWGLUE_DIR``.
       tfds_data_dir: TFDS data folder when reading TFDS (default: TFDS's own).
+      ept_seed: seed of the EPT splits' carving (``tasks.ept_splits``).
     """
     data_dir, data_origin = _resolve_dir(data_dir, files.SUPERGLUE_DIR_ENV, "SuperGLUE")
     fewglue_dir, _ = _resolve_dir(fewglue_dir, files.FEWGLUE_DIR_ENV, "FewGLUE")
@@ -120,11 +123,11 @@ def register_superglue(data_dir: Optional[str] = None, vocab_path: Optional[str]
         if spec.benchmark != "super_glue":
             continue
         source = TaskSource(spec, data_dir=data_dir, fewglue_dir=fewglue_dir, tfds_data_dir=tfds_data_dir,
-                            origin=data_origin)
+                            origin=data_origin, ept_seed=ept_seed)
         add_task(spec, source, features)
         names.append(spec.name)
     record_registration(names, data_dir=data_dir, fewglue_dir=fewglue_dir, tfds_data_dir=tfds_data_dir,
-                        vocab_path=resolve_vocab_path(vocab_path))
+                        vocab_path=resolve_vocab_path(vocab_path), ept_seed=int(ept_seed))
     return names
 
 

@@ -116,6 +116,7 @@ def _check_binding_syntax(binding: str) -> None:
 def _apply_task_bindings():
     """Re-register task modules a gin file imported, so bindings such as
     ``tasks.superglue.register_superglue.data_dir`` take effect (registration at import precedes gin)."""
-    for module, register in (("tasks.superglue", "register_superglue"), ("tasks.glue", "register_glue")):
+    for module, register in (("tasks.superglue", "register_superglue"), ("tasks.glue", "register_glue"),
+                             ("tasks.suite", "register_suite")):
         if module in sys.modules and gin.get_bindings(f"{module}.{register}"):
             getattr(sys.modules[module], register)()

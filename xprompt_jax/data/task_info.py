@@ -20,7 +20,7 @@ from xprompt_jax.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 # Modules whose import registers seqio tasks; a module may add label names of its own (``LABEL_NAMES``).
-TASK_MODULES = ("tasks.superglue", "tasks.glue", "tasks.demo")
+TASK_MODULES = ("tasks.superglue", "tasks.glue", "tasks.suite", "tasks.demo")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -208,10 +208,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.data_dir or args.fewglue_dir or args.vocab_path:
             with filtered_native_stderr():  # the task modules import TensorFlow
                 import tasks.glue
+                import tasks.suite
                 import tasks.superglue
                 tasks.superglue.register_superglue(data_dir=args.data_dir, fewglue_dir=args.fewglue_dir,
                                                    vocab_path=args.vocab_path)
                 tasks.glue.register_glue(vocab_path=args.vocab_path)
+                tasks.suite.register_suite(vocab_path=args.vocab_path)
         cache = write_cache(args.task, args.split, args.out,
                             {"inputs": args.inputs_length, "targets": args.targets_length},
                             num_examples=args.num_examples, overwrite=args.overwrite)
