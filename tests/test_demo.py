@@ -123,6 +123,27 @@ def test_sweep_on_the_demo_grid_tables_each_cells_own_scores_and_resumes(demo, t
     assert json.loads((sweep_dir / "table.json").read_text())["rows"] == table["rows"]
 
 
+def test_sweep_scores_each_cells_result_on_the_test_split_and_tables_it(demo, tmp_path, capsys):
+    """``Sweep.test_split`` (EPT's protocol reports ``ept_test`` at the rate chosen on validation): each cell's
+    exported result is scored again on that split. Named the validation split here, the score must equal the
+    run's own best validation evaluation, which the export came from; the table then reports it as test."""
+    from xprompt_jax.cli.main import main
+    work, sweep_dir = demo[0], tmp_path / "sweep"
+    args = ["sweep", "--gin_file=runs/sweep_demo.gin", f"--gin.SWEEP_DIR='{sweep_dir}'", "--gin.DEMO_STEPS=6",
+            f"--gin.DEMO_CHECKPOINT='{work / 'pretrain' / 'export' / 'model'}'", "--gin.DEMO_EVAL_PERIOD=3",
+            f"--gin.DEMO_DATA_DIR='{work / 'data'}'", "--gin.xprompt_jax.Sweep.seeds=[0]",
+            "--gin.xprompt_jax.Sweep.learning_rates=[0.3]", "--gin.xprompt_jax.Sweep.test_split='validation'"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    table = json.loads((sweep_dir / "table.json").read_text())
+    assert table["tested"] and table["split"] == "validation" and "Test (validation) accuracy" in out
+    for row in table["rows"]:
+        cell_dir = sweep_dir / "cells" / f"{row['label']}__demo_max_no_keyword__lr=0.3__seed=0"
+        record = json.loads((cell_dir / "cell.json").read_text())
+        assert record["test"] == pytest.approx(_best(cell_dir / "eval_metrics.jsonl"))
+        assert row["cells"]["demo_max_no_keyword"]["scores"] == [record["test"]]
+
+
 def test_transfer_matrix_on_two_demo_tasks(demo, tmp_path):
     """``xprompt-jax transfer``: the demo's XPrompt prompt (tuned on max) and a random prompt (for min) on both
     tasks: the matrices and heatmaps are written, each score equals evaluating that prompt alone, and the
@@ -153,3 +174,21 @@ def test_transfer_matrix_on_two_demo_tasks(demo, tmp_path):
     alone = assembly.evaluator_for(model, split, vocabulary, data, EvalConfig(mode="rank"))(trainable, frozen, masks)
     assert record["scores"][0][0] == pytest.approx(alone["accuracy"])
     assert record["scores"][0][1] < record["scores"][0][0]
+
+
+def test_evaluate_with_no_prompt_scores_a_fine_tuned_model_as_its_run_did(demo):
+    """``PROMPT_SOURCE='none'`` (model tuning's column of the QA transfer table): the demo's pre-trained model,
+    a full-model run's export, scored alone on its validation cache gives the run's own last evaluation."""
+    import json
+
+    from xprompt_jax.commands.evaluate import NO_PROMPT, evaluate
+    from xprompt_jax.models.config import t5_config
+    from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel
+    work = demo[0]
+    with open(work / "pretrain" / "eval_metrics.jsonl") as f:
+        last = [json.loads(line) for line in f if line.strip()][-1]
+    metrics = evaluate(NO_PROMPT, data=DataConfig(eval_cache=str(work / "data" / "demo_pretrain" / "quick-validation-12-10"),
+                                                  batch_size=64),
+                       model=FrozenModel(str(work / "pretrain" / "export" / "model"), t5_config("t5_1_1_demo")),
+                       evaluation=EvalConfig(mode="decode"))
+    assert metrics["accuracy"] == pytest.approx(last["accuracy"]) and 0 < metrics["accuracy"]

@@ -111,3 +111,17 @@ def test_runner_records_failures_goes_on_and_resumes_after_a_stop(tmp_path):
     assert by_seed[3]["validation"] == 35.0 and by_seed[3]["trainable_parameters"] == 7  # the best evaluation
     dry = runner.run_sweep(grid, run_cell, dry_run=True, say=said.append)
     assert calls == [0, 1, 2, 1, 2, 3] and [r["status"] for r in dry] == ["done", "pending", "done", "done"]
+
+
+def test_table_reports_test_scores_at_the_rate_chosen_on_validation():
+    """EPT's protocol: choose the rate on validation, report the test split; the lower validation rate's
+    better test scores must not be picked."""
+    pairs = {0.1: [(70.0, 50.0), (72.0, 52.0)], 0.3: [(60.0, 90.0), (62.0, 92.0)]}
+    records = [dict(_record("a", "rte", lr, s, v), test=t, test_split="ept_test")
+               for lr, seeds in pairs.items() for s, (v, t) in enumerate(seeds)]
+    table = build_table(records)
+    cell = table["rows"][0]["cells"]["rte"]
+    assert table["tested"] and table["split"] == "ept_test"
+    assert cell["learning_rate"] == 0.1 and cell["scores"] == [50.0, 52.0] and cell["validation_mean"] == 71.0
+    assert "Test (ept_test) accuracy" in to_markdown(table)
+    assert not build_table(records[:1] + [_record("a", "rte", 0.3, 5, 99.0)])["tested"]  # one cell untested

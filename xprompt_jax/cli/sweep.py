@@ -10,7 +10,10 @@ resumes: finished cells are skipped and a half-done one continues from its check
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+from typing import Optional
 
 import gin
 
@@ -21,8 +24,9 @@ from xprompt_jax.sweep import runner, table
 from xprompt_jax.sweep.grid import Cell
 
 
-def run_cell(cell: Cell) -> dict:
-    """Configure gin for this cell alone and run its command; what the table needs from the result."""
+def run_cell(cell: Cell, test_split: Optional[str] = None) -> dict:
+    """Configure gin for this cell alone and run its command; what the table needs from the result (with
+    ``test_split``, also the run's result scored on it)."""
     gin.clear_config()
     parse_gin(list(cell.files), [f"{name} = {value!r}" for name, value in cell.bindings])
     metric = configured.EvalConfig().metric
@@ -30,14 +34,32 @@ def run_cell(cell: Cell) -> dict:
     if cell.command == "xprompt":
         pruned = [row for row in result["rows"] if row.get("ratio")]
         best = max(pruned or result["rows"], key=lambda row: (row[metric], -row["parameters"]))
-        return {"metric": metric, "trainable_parameters": best["parameters"]}
-    return {"metric": metric, "trainable_parameters": result["trainable_parameters"]}
+        outcome = {"metric": metric, "trainable_parameters": best["parameters"]}
+    else:
+        outcome = {"metric": metric, "trainable_parameters": result["trainable_parameters"]}
+    if test_split:
+        outcome.update(test=test_score(cell.model_dir, test_split, metric), test_split=test_split)
+    return outcome
+
+
+def test_score(model_dir: str, split: str, metric: str) -> float:
+    """The run's exported result on ``split`` under the cell's own data, model and evaluation settings: its
+    best prompt (XPrompt: of the best ratio), or a fully fine-tuned model (``export/model``) alone."""
+    from xprompt_jax.commands.evaluate import NO_PROMPT, evaluate
+    data = dataclasses.replace(configured.DataConfig(), eval_split=split, eval_cache=None)
+    model = configured.FrozenModel()
+    fine_tuned = os.path.join(model_dir, "export", "model")
+    if os.path.isdir(fine_tuned):
+        metrics = evaluate(NO_PROMPT, data, dataclasses.replace(model, checkpoint=fine_tuned), configured.EvalConfig())
+    else:
+        metrics = evaluate(model_dir, data, model, configured.EvalConfig())
+    return metrics[metric]
 
 
 def sweep(dry_run: bool = False) -> int:
     grid = configured.Sweep()
     with keep_loaded():
-        records = runner.run_sweep(grid, run_cell, dry_run=dry_run)
+        records = runner.run_sweep(grid, functools.partial(run_cell, test_split=grid.test_split), dry_run=dry_run)
     if dry_run:  # nothing written
         print(f"\n[sweep] dry run: {sum(r.get('status') == 'pending' for r in records)} of {len(records)} cells to run")
         return 0

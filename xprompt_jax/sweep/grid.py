@@ -29,7 +29,10 @@ class SweepGrid:
     empty keeps each run file's own rate. ``models``: name -> gin files (``sizes/``, ``models/``), or a
     ``{'files': [...], 'bindings': {...}}`` dict (a CHECKPOINT, say). ``axes``: any further gin binding ->
     its values, each one more axis. ``bindings``: the same in every cell. The cell's MODEL_DIR is
-    ``<sweep_dir>/cells/<cell id>``.
+    ``<sweep_dir>/cells/<cell id>``. ``test_split``: after each run, its result (best prompt, XPrompt's best
+    ratio, a fine-tuned model) is scored on this split too, and the table reports it at the learning rate
+    chosen on validation (EPT's protocol: ``ept_test``, with ``ept_train``/``ept_validation`` to train and
+    choose); None: the table reports validation.
     """
     sweep_dir: str
     methods: Mapping[str, Sequence[str]]
@@ -40,6 +43,7 @@ class SweepGrid:
     files: Sequence[str] = ()
     bindings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     axes: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
+    test_split: Optional[str] = None
 
     def __post_init__(self):
         if not isinstance(self.sweep_dir, str) or not self.sweep_dir:

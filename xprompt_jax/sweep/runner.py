@@ -80,7 +80,8 @@ def prompt_diagnostics(cell: Cell) -> Dict[str, Optional[float]]:
 def run_sweep(grid: SweepGrid, run_cell: Callable[[Cell], Dict[str, Any]], dry_run: bool = False,
               say: Callable[[str], None] = print) -> List[dict]:
     """Every cell's record (``cell.json``'s content), running the cells not yet done. ``run_cell`` returns
-    ``{'metric': name, 'trainable_parameters': n}`` for a finished run and raises on failure."""
+    ``{'metric': name, 'trainable_parameters': n}`` (and ``'test'``: the score on the grid's test split) for
+    a finished run and raises on failure."""
     todo = cells(grid)
     records = []
     for number, cell in enumerate(todo, 1):
@@ -117,7 +118,10 @@ def _run_one(cell: Cell, run_cell, say, where) -> dict:
         record.update(status="done", metric=outcome["metric"], validation=best_validation(cell, outcome["metric"]),
                       trainable_parameters=outcome.get("trainable_parameters"), seconds=round(time.time() - started, 1),
                       **prompt_diagnostics(cell))
-        say(f"{where}: {outcome['metric']} {record['validation']} in {record['seconds']:.0f}s")
+        if outcome.get("test") is not None:
+            record.update(test=outcome["test"], test_split=outcome.get("test_split"))
+        tested = f", test {record['test']}" if "test" in record else ""
+        say(f"{where}: {outcome['metric']} {record['validation']}{tested} in {record['seconds']:.0f}s")
     os.makedirs(cell.model_dir, exist_ok=True)
     export.save_json(os.path.join(cell.model_dir, CELL_FILE), record)
     return record

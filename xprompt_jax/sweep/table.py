@@ -4,7 +4,9 @@ For each method, task, model and extra-axis value, the learning rate is chosen o
 over seeds of each cell's best validation score, as EPT chooses it), and the seeds' scores at that rate give
 the mean and the sample standard deviation (n - 1; none with one seed). The average column is the mean of a
 row's per-task means, every task weighing the same (how the XPrompt and EPT papers average). Scores come
-from each cell's own ``eval_metrics.jsonl`` (``runner.best_validation``). Written as Markdown, CSV and JSON,
+from each cell's own ``eval_metrics.jsonl`` (``runner.best_validation``). When every cell was also scored on a
+test split (``Sweep.test_split``, EPT's ``ept_test``), the table reports those test scores at the learning
+rate chosen on validation, and says so. Written as Markdown, CSV and JSON,
 with a PNG of average score against trainable parameters per method (the papers' efficiency figure).
 """
 from __future__ import annotations
@@ -31,22 +33,23 @@ def _label(key: Tuple) -> str:
     return method + (f" ({', '.join(details)})" if details else "")
 
 
-def _choose(by_lr: Dict[Any, List[float]]) -> Tuple[Any, List[float]]:
-    """The learning rate with the best mean validation score, and its seeds' scores."""
-    return max(by_lr.items(), key=lambda item: statistics.mean(item[1]))
+def _choose(by_lr: Dict[Any, List[Tuple[float, Optional[float]]]]) -> Tuple[Any, List[Tuple[float, Optional[float]]]]:
+    """The learning rate with the best mean validation score, and its seeds' (validation, test) scores."""
+    return max(by_lr.items(), key=lambda item: statistics.mean(v for v, _ in item[1]))
 
 
 def build_table(records: List[dict]) -> Dict[str, Any]:
     """{'tasks': [...], 'rows': [{'label', 'parameters', 'cells': {task: {...}}, 'average'}], 'failed': [...]}."""
     done = [r for r in records if r.get("status") == "done" and r.get("validation") is not None]
+    tested = bool(done) and all(r.get("test") is not None for r in done)
     tasks = list(dict.fromkeys(r["point"]["task"] for r in done))
-    groups: Dict[Tuple, Dict[Any, Dict[Any, List[float]]]] = {}
+    groups: Dict[Tuple, Dict[Any, Dict[Any, List[Tuple[float, Optional[float]]]]]] = {}
     parameters: Dict[Tuple, List[int]] = {}
     metric: Dict[Tuple, str] = {}
     for r in done:
         key = _row_key(r["point"])
         groups.setdefault(key, {}).setdefault(r["point"]["task"], {}).setdefault(r["point"]["learning_rate"], []).append(
-            r["validation"])
+            (r["validation"], r.get("test")))
         if r.get("trainable_parameters") is not None:
             parameters.setdefault(key, []).append(int(r["trainable_parameters"]))
         metric[key] = r["metric"]
@@ -54,17 +57,20 @@ def build_table(records: List[dict]) -> Dict[str, Any]:
     for key, by_task in groups.items():
         cells = {}
         for task, by_lr in by_task.items():
-            lr, scores = _choose(by_lr)
+            lr, pairs = _choose(by_lr)
+            scores = [t if tested else v for v, t in pairs]
             cells[task] = {"mean": statistics.mean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else None,
                            "n": len(scores), "learning_rate": lr, "scores": scores,
-                           "by_learning_rate": {str(k): statistics.mean(v) for k, v in by_lr.items()}}
+                           "validation_mean": statistics.mean(v for v, _ in pairs),
+                           "by_learning_rate": {str(k): statistics.mean(v for v, _ in p) for k, p in by_lr.items()}}
         means = [c["mean"] for c in cells.values()]
         counts = sorted(set(parameters.get(key, [])))
         rows.append({"label": _label(key), "metric": metric[key], "parameters": counts[0] if len(counts) == 1 else counts,
                      "cells": cells, "average": statistics.mean(means) if len(cells) == len(tasks) else None,
                      **_diagnostics([r for r in done if _row_key(r["point"]) == key])})
     failed = [{"cell": r["cell"], "error": r.get("error")} for r in records if r.get("status") == "failed"]
-    return {"tasks": tasks, "rows": rows, "failed": failed, "split": "validation"}
+    split = next((r["test_split"] for r in done if r.get("test_split")), "test") if tested else "validation"
+    return {"tasks": tasks, "rows": rows, "failed": failed, "split": split, "tested": tested}
 
 
 def _diagnostics(records: List[dict]) -> Dict[str, Optional[float]]:
@@ -98,7 +104,8 @@ def to_markdown(table: Dict[str, Any]) -> str:
         cosine = "-" if row.get("prompt_cosine") is None else f"{row['prompt_cosine']:.3f}"
         lines.append(f"| {row['label']} | {_parameters(row['parameters'])} | "
                      + " | ".join(_score(row["cells"].get(t)) for t in tasks) + f" | {average} | {norm} | {cosine} |")
-    note = (f"\nValidation {table['rows'][0]['metric'] if table['rows'] else 'score'}: mean ± sample stddev over "
+    split = f"Test ({table['split']})" if table.get("tested") else "Validation"
+    note = (f"\n{split} {table['rows'][0]['metric'] if table['rows'] else 'score'}: mean ± sample stddev over "
             "seeds at the learning rate chosen on validation; average: the mean of the task means; the prompt diagnostics "
             "(EPT's) are the exported prompts' mean over the row's cells.")
     failed = "".join(f"\n- failed: {f['cell']}: {f['error']}" for f in table["failed"])
@@ -132,7 +139,7 @@ def save_plot(table: Dict[str, Any], path: str) -> Optional[str]:
         axes.annotate(label, (params, score), textcoords="offset points", xytext=(4, 4), fontsize=8)
     axes.set_xscale("log")
     axes.set_xlabel("trainable parameters")
-    axes.set_ylabel(f"average validation {table['rows'][0]['metric']}")
+    axes.set_ylabel(f"average {table['split']} {table['rows'][0]['metric']}")
     export.save_png(path, figure)
     return path
 
