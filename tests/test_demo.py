@@ -123,16 +123,21 @@ def test_sweep_on_the_demo_grid_tables_each_cells_own_scores_and_resumes(demo, t
     assert json.loads((sweep_dir / "table.json").read_text())["rows"] == table["rows"]
 
 
-def test_sweep_scores_each_cells_result_on_the_test_split_and_tables_it(demo, tmp_path, capsys):
+def test_sweep_scores_each_cells_result_on_the_test_split_and_zero_shot_and_tables_it(demo, tmp_path, capsys):
     """``Sweep.test_split`` (EPT's protocol reports ``ept_test`` at the rate chosen on validation): each cell's
     exported result is scored again on that split. Named the validation split here, the score must equal the
-    run's own best validation evaluation, which the export came from; the table then reports it as test."""
+    run's own best validation evaluation, which the export came from; the table then reports it as test.
+    ``Sweep.zero_shot_tasks`` (Lester et al.'s QA table): the result on another task equals ``evaluate``."""
     from xprompt_jax.cli.main import main
+    from xprompt_jax.commands.evaluate import evaluate
+    from xprompt_jax.models.config import t5_config
+    from xprompt_jax.run.config import DataConfig, EvalConfig, FrozenModel
     work, sweep_dir = demo[0], tmp_path / "sweep"
     args = ["sweep", "--gin_file=runs/sweep_demo.gin", f"--gin.SWEEP_DIR='{sweep_dir}'", "--gin.DEMO_STEPS=6",
             f"--gin.DEMO_CHECKPOINT='{work / 'pretrain' / 'export' / 'model'}'", "--gin.DEMO_EVAL_PERIOD=3",
             f"--gin.DEMO_DATA_DIR='{work / 'data'}'", "--gin.xprompt_jax.Sweep.seeds=[0]",
-            "--gin.xprompt_jax.Sweep.learning_rates=[0.3]", "--gin.xprompt_jax.Sweep.test_split='validation'"]
+            "--gin.xprompt_jax.Sweep.learning_rates=[0.3]", "--gin.xprompt_jax.Sweep.test_split='validation'",
+            "--gin.xprompt_jax.Sweep.zero_shot_tasks=['demo_min_no_keyword']"]
     assert main(args) == 0
     out = capsys.readouterr().out
     table = json.loads((sweep_dir / "table.json").read_text())
@@ -142,6 +147,13 @@ def test_sweep_scores_each_cells_result_on_the_test_split_and_tables_it(demo, tm
         record = json.loads((cell_dir / "cell.json").read_text())
         assert record["test"] == pytest.approx(_best(cell_dir / "eval_metrics.jsonl"))
         assert row["cells"]["demo_max_no_keyword"]["scores"] == [record["test"]]
+        alone = evaluate(str(cell_dir), DataConfig(task="demo_min_no_keyword", cache_dir=str(work / "data"),
+                                                   input_length=12, target_length=4, batch_size=64),
+                         FrozenModel(str(work / "pretrain" / "export" / "model"), t5_config("t5_1_1_demo")),
+                         EvalConfig(mode="rank"))
+        assert record["zero_shot"]["demo_min_no_keyword"] == {"metric": "accuracy", "score": pytest.approx(alone["accuracy"])}
+        assert row["cells"]["demo_max_no_keyword -> demo_min_no_keyword"]["scores"] == [
+            record["zero_shot"]["demo_min_no_keyword"]["score"]]
 
 
 def test_transfer_matrix_on_two_demo_tasks(demo, tmp_path):

@@ -125,3 +125,19 @@ def test_table_reports_test_scores_at_the_rate_chosen_on_validation():
     assert cell["learning_rate"] == 0.1 and cell["scores"] == [50.0, 52.0] and cell["validation_mean"] == 71.0
     assert "Test (ept_test) accuracy" in to_markdown(table)
     assert not build_table(records[:1] + [_record("a", "rte", 0.3, 5, 99.0)])["tested"]  # one cell untested
+
+
+def test_zero_shot_columns_follow_the_rate_chosen_on_the_source_task_and_stay_out_of_the_average():
+    """Lester et al.'s Table 1 as a sweep: SQuAD-trained cells scored zero-shot on out-of-domain sets."""
+    cells = {0.1: [(80.0, {"ood": 40.0}), (82.0, {"ood": 42.0})], 0.3: [(70.0, {"ood": 90.0}), (71.0, {"ood": 91.0})]}
+    records = [dict(_record("pt", "squad", lr, s, v), metric="f1",
+                    zero_shot={"mrqa_ood": {"metric": "f1", "score": z["ood"]}})
+               for lr, seeds in cells.items() for s, (v, z) in enumerate(seeds)]
+    table = build_table(records)
+    assert table["tasks"] == ["squad", "squad -> mrqa_ood"] and not table["tested"]
+    row = table["rows"][0]
+    zero_shot = row["cells"]["squad -> mrqa_ood"]
+    assert zero_shot["learning_rate"] == 0.1 and zero_shot["scores"] == [40.0, 42.0]  # not the better 0.3 column
+    assert zero_shot["std"] == pytest.approx(np.std([40.0, 42.0], ddof=1)) and zero_shot["metric"] == "f1"
+    assert row["average"] == pytest.approx(81.0)  # the trained task's mean alone
+    assert "| squad -> mrqa_ood |" in to_markdown(table).splitlines()[0] + "|"

@@ -4,7 +4,7 @@ the demo tasks in test_demo)."""
 import numpy as np
 import pytest
 
-from xprompt_jax.commands.transfer import _matrices, how_scored, label_map, mean_token_cosine
+from xprompt_jax.commands.transfer import _matrices, format_table, how_scored, label_map, mean_token_cosine
 
 QQP, MRPC, RTE = "taskless_glue_qqp_v002", "taskless_glue_mrpc_v002", "taskless_glue_rte_v002"
 
@@ -34,3 +34,14 @@ def test_relative_scores_divide_by_the_targets_own_prompt():
     record = _matrices(["t1", "t2"], ["t1", "t2"], results, "accuracy", [np.ones((2, 4)), np.ones((3, 4))])
     assert record["scores"] == [[80.0, 30.0], [40.0, 60.0]]
     assert record["relative"] == [[1.0, 0.5], [0.5, 1.0]]
+
+
+def test_several_prompts_of_one_task_give_its_mean_and_stddev_on_every_target():
+    """Lester et al.'s Table 1: SQuAD prompts of three seeds (``task#tag``) on an out-of-domain set."""
+    scores = {"sq#0": (90.0, 60.0), "sq#1": (92.0, 66.0), "sq#2": (94.0, 63.0)}
+    results = {t: {p: {"metrics": {"f1": s[j], "em": 0.0}, "how": "decode"} for p, s in scores.items()}
+               for j, t in enumerate(["sq", "ood"])}
+    record = _matrices(list(scores), ["sq", "ood"], results, "f1", [np.ones((2, 4))] * 3)
+    assert record["by_task"]["sq"]["ood"] == {"mean": pytest.approx(63.0), "std": pytest.approx(3.0), "n": 3}
+    assert record["relative"][0] == [pytest.approx(90.0 / 92.0), None]  # own: the mean of the task's prompts
+    assert "sq (3 prompts): sq 92.0 ± 2.0, ood 63.0 ± 3.0" in format_table(record)

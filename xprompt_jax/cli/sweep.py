@@ -10,23 +10,24 @@ resumes: finished cells are skipped and a half-done one continues from its check
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import gin
 
 from xprompt_jax.cli import gin_configurables as configured
 from xprompt_jax.cli.gin_flags import parse_gin
-from xprompt_jax.run.frozen_model import keep_loaded
+from xprompt_jax.run.frozen_model import keep_loaded, not_kept
 from xprompt_jax.sweep import runner, table
 from xprompt_jax.sweep.grid import Cell
 
 
-def run_cell(cell: Cell, test_split: Optional[str] = None) -> dict:
+def run_cell(cell: Cell, test_split: Optional[str] = None, zero_shot_tasks: Sequence[str] = ()) -> dict:
     """Configure gin for this cell alone and run its command; what the table needs from the result (with
-    ``test_split``, also the run's result scored on it)."""
+    ``test_split``, also the run's result scored on it; with ``zero_shot_tasks``, on each of those)."""
     gin.clear_config()
     parse_gin(list(cell.files), [f"{name} = {value!r}" for name, value in cell.bindings])
     metric = configured.EvalConfig().metric
@@ -37,29 +38,49 @@ def run_cell(cell: Cell, test_split: Optional[str] = None) -> dict:
         outcome = {"metric": metric, "trainable_parameters": best["parameters"]}
     else:
         outcome = {"metric": metric, "trainable_parameters": result["trainable_parameters"]}
-    if test_split:
-        outcome.update(test=test_score(cell.model_dir, test_split, metric), test_split=test_split)
+    if test_split or zero_shot_tasks:
+        outcome.update(score_result(cell, test_split, zero_shot_tasks, metric))
     return outcome
 
 
-def test_score(model_dir: str, split: str, metric: str) -> float:
-    """The run's exported result on ``split`` under the cell's own data, model and evaluation settings: its
-    best prompt (XPrompt: of the best ratio), or a fully fine-tuned model (``export/model``) alone."""
-    from xprompt_jax.commands.evaluate import NO_PROMPT, evaluate
-    data = dataclasses.replace(configured.DataConfig(), eval_split=split, eval_cache=None)
-    model = configured.FrozenModel()
-    fine_tuned = os.path.join(model_dir, "export", "model")
-    if os.path.isdir(fine_tuned):
-        metrics = evaluate(NO_PROMPT, data, dataclasses.replace(model, checkpoint=fine_tuned), configured.EvalConfig())
-    else:
-        metrics = evaluate(model_dir, data, model, configured.EvalConfig())
-    return metrics[metric]
+def score_result(cell: Cell, test_split: Optional[str], zero_shot_tasks: Sequence[str], metric: str) -> dict:
+    """The run's exported result (its best prompt, XPrompt's of the best ratio, or a fully fine-tuned model
+    alone: ``export/model``) under the cell's own data, model and evaluation settings, on the test split of
+    its task and zero-shot on other tasks (``transfer``'s scoring: QQP's labels renamed into MRPC's ...)."""
+    from xprompt_jax import assembly
+    from xprompt_jax.commands.transfer import score_result as score_on
+    task = cell.point()["task"]
+    data = dataclasses.replace(configured.DataConfig(), eval_cache=None)
+    model, evaluation = configured.FrozenModel(), configured.EvalConfig()
+    fine_tuned = os.path.join(cell.model_dir, "export", "model")
+    prompt = None if os.path.isdir(fine_tuned) else assembly.read_saved_prompt(cell.model_dir)
+    out: dict = {}
+    with not_kept() if prompt is None else contextlib.nullcontext():  # a fine-tuned model is read once
+        if prompt is None:
+            model = dataclasses.replace(model, checkpoint=fine_tuned)
+        config, frozen = assembly.open_model(model, data.seed)
+        if test_split:
+            scored = score_on(task, prompt, [task], dataclasses.replace(data, eval_split=test_split), evaluation,
+                              config, frozen)[task]["metrics"]
+            out.update(test=scored[metric], test_split=test_split)
+        if zero_shot_tasks:
+            scored = score_on(task, prompt, zero_shot_tasks, dataclasses.replace(data, eval_split="validation"),
+                              evaluation, config, frozen)
+            out["zero_shot"] = {t: _primary(r["metrics"], metric) for t, r in scored.items()}
+    return out
+
+
+def _primary(metrics, wanted: str) -> dict:
+    """{'metric': name, 'score': value}: ``wanted`` where the target has it (else its first metric)."""
+    name = wanted if wanted in metrics else sorted(metrics)[0]
+    return {"metric": name, "score": metrics[name]}
 
 
 def sweep(dry_run: bool = False) -> int:
     grid = configured.Sweep()
     with keep_loaded():
-        records = runner.run_sweep(grid, functools.partial(run_cell, test_split=grid.test_split), dry_run=dry_run)
+        records = runner.run_sweep(grid, functools.partial(run_cell, test_split=grid.test_split,
+                                                                 zero_shot_tasks=tuple(grid.zero_shot_tasks)), dry_run=dry_run)
     if dry_run:  # nothing written
         print(f"\n[sweep] dry run: {sum(r.get('status') == 'pending' for r in records)} of {len(records)} cells to run")
         return 0

@@ -8,7 +8,8 @@ command, in one process on one loaded frozen model:
         --gin.PROMPTS="{'taskless_glue_qqp_v002': '/runs/qqp', 'taskless_glue_mrpc_v002': '/runs/mrpc'}"
 
 ``PROMPTS`` maps each prompt's own task to its source (a ``.npy``, a PEFT adapter, a MODEL_DIR or an XPrompt
-export); ``TASKS`` (default: the same tasks) are the targets, each scored by its own metrics on its
+export); several prompts of one task (seeds) are told apart by a tag, ``task#seed1``, and ``by_task`` in
+``transfer.json`` gives each task's prompts' mean +- sample stddev on each target (Lester et al.'s Table 1); ``TASKS`` (default: the same tasks) are the targets, each scored by its own metrics on its
 evaluation split. How a prompt answers a target (the ``how`` matrix):
 - ``rank``: the tasks share their label strings, or the target has a label space the prompt's task does not
   (scored over the target's labels);
@@ -69,24 +70,30 @@ def mean_token_cosine(prompts: Sequence[np.ndarray]) -> np.ndarray:
     return unit @ unit.T
 
 
-def _score_target(target: str, saved: Dict[str, Any], data: DataConfig, evaluation: EvalConfig, config, frozen,
-                  combine: str) -> Dict[str, Dict[str, Any]]:
-    """{prompt name: {'metrics': ..., 'how': ...}} of every prompt on ``target``'s evaluation split."""
+def _score_target(target: str, saved: Mapping[str, Optional[assembly.SavedPrompt]], data: DataConfig,
+                  evaluation: EvalConfig, config, frozen, combine: str) -> Dict[str, Dict[str, Any]]:
+    """{prompt name: {'metrics': ..., 'how': ...}} of every prompt on ``target``'s evaluation split. A name
+    is its prompt's task, optionally with ``#<tag>`` (``mrqa_squad_v100#seed1``); a prompt of None scores
+    the model alone (a fine-tuned model's zero-shot transfer, as the sweep runs it)."""
     split, vocabulary = assembly.open_eval_data(dataclasses.replace(data, task=target))
     target_info = task_info(target, split.meta.get("label_names"))
     out, plain = {}, []
     for name, prompt in saved.items():
-        mapping = label_map(name, target)
-        how = how_scored(task_info(name).label_names if name != target else target_info.label_names,
+        source = source_task(name)
+        mapping = label_map(source, target)
+        how = how_scored(task_info(source).label_names if source != target else target_info.label_names,
                          target_info.label_names, mapping)
-        if how == "mapped":
-            model, trainable, masks = assembly.prompted_from_saved(config, prompt, combine,
-                                                                   assembly.cached_input_length(split))
-            evaluator = assembly.evaluator_for(model, split, vocabulary, data, evaluation)
-            source_labels = list(mapping)
-            scores = label_scores(model, trainable, frozen, masks, evaluator.batches(),
-                                  vocabulary.encode_padded(source_labels))
-            texts = [mapping[source_labels[int(i)]] for i in scores.argmax(-1)]
+        if how == "mapped" or prompt is None:
+            model, trainable, masks = _single(config, prompt, combine, frozen, split)
+            evaluator = assembly.evaluator_for(model, split, vocabulary, data,
+                                               dataclasses.replace(evaluation, mode=_mode(how)))
+            if how == "mapped":
+                source_labels = list(mapping)
+                scores = label_scores(model, trainable, frozen, masks, evaluator.batches(),
+                                      vocabulary.encode_padded(source_labels))
+                texts = [mapping[source_labels[int(i)]] for i in scores.argmax(-1)]
+            else:
+                texts = evaluator.predictions_text(trainable, frozen, masks)
             out[name] = {"metrics": target_info.score(texts, split.examples), "how": how}
         else:
             plain.append(name)
@@ -104,6 +111,31 @@ def _score_target(target: str, saved: Dict[str, Any], data: DataConfig, evaluati
             texts = [row[k] for row in per_prompt]
             out[name] = {"metrics": target_info.score(texts, split.examples), "how": mode}
     return out
+
+
+def source_task(name: str) -> str:
+    """The task a prompt was tuned on: its name up to ``#`` (several prompts of one task: ``task#seed1``)."""
+    return name.split("#", 1)[0]
+
+
+def _mode(how: str) -> str:
+    return "decode" if how == "decode" else "rank"
+
+
+def _single(config, prompt: Optional[assembly.SavedPrompt], combine: str, frozen, split):
+    """(model, trainable, masks) of one saved prompt, or of the model alone (``prompt`` None)."""
+    if prompt is None:
+        model = assembly.prompted_model(config, None, frozen)
+        return (model, *model.init(None))
+    return assembly.prompted_from_saved(config, prompt, combine, assembly.cached_input_length(split))
+
+
+def score_result(source: str, prompt: Optional[assembly.SavedPrompt], targets: Sequence[str], data: DataConfig,
+                 evaluation: EvalConfig, config, frozen, combine: str = "prefix") -> Dict[str, Dict[str, Any]]:
+    """{target: {'metrics', 'how'}}: one tuned result (a prompt, or with None the fine-tuned model ``frozen``)
+    of task ``source`` scored zero-shot on each target (the sweep's zero-shot columns)."""
+    return {target: _score_target(target, {source: prompt}, data, evaluation, config, frozen, combine)[source]
+            for target in targets}
 
 
 def transfer(prompts: Mapping[str, str],
@@ -139,12 +171,27 @@ def _primary(metrics: Mapping[str, float], wanted: str) -> str:
 def _matrices(names, targets, results, wanted_metric, prompt_values) -> Dict[str, Any]:
     metric = {t: _primary(results[t][names[0]]["metrics"], wanted_metric) for t in targets}
     scores = [[results[t][p]["metrics"][metric[t]] for t in targets] for p in names]
-    own = {t: results[t][t]["metrics"][metric[t]] if t in names else None for t in targets}
+    own = {}  # the target's own prompts' mean score (several with tagged names, task#seed)
+    for t in targets:
+        mine = [results[t][p]["metrics"][metric[t]] for p in names if source_task(p) == t]
+        own[t] = sum(mine) / len(mine) if mine else None
     relative = [[None if not own[t] else row[j] / own[t] for j, t in enumerate(targets)] for row in scores]
     return {"prompts": names, "tasks": targets, "metric": metric, "scores": scores, "relative": relative,
             "how": [[results[t][p]["how"] for t in targets] for p in names],
             "all_metrics": {t: {p: results[t][p]["metrics"] for p in names} for t in targets},
-            "cosine": mean_token_cosine(prompt_values).tolist(), "cosine_rule": "mean token vector"}
+            "cosine": mean_token_cosine(prompt_values).tolist(), "cosine_rule": "mean token vector",
+            "by_task": _by_task(names, targets, scores)}
+
+
+def _by_task(names, targets, scores) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """{prompt task: {target: {mean, std, n}}} over the task's prompts (std: sample, n - 1; None for one)."""
+    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for source in dict.fromkeys(source_task(n) for n in names):
+        rows = np.array([row for n, row in zip(names, scores) if source_task(n) == source], np.float64)
+        out[source] = {t: {"mean": float(rows[:, j].mean()), "n": len(rows),
+                           "std": float(rows[:, j].std(ddof=1)) if len(rows) > 1 else None}
+                       for j, t in enumerate(targets)}
+    return out
 
 
 def _csv(rows: List[list], header: List[str], labels: List[str]) -> str:
@@ -164,7 +211,12 @@ def format_table(record: Dict[str, Any]) -> str:
         cells = [f"{s:.1f}" + ("" if r is None else f" ({r:.2f})") + ("" if h != "mapped" else " mapped")
                  for s, r, h in zip(row, rel, how)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n(score, and in brackets as a fraction of the task's own prompt)\n"
+    lines.append("(score, and in brackets as a fraction of the task's own prompt)")
+    for source, by_target in record.get("by_task", {}).items():
+        if next(iter(by_target.values()))["n"] > 1:
+            cells = [f"{t} {c['mean']:.1f} ± {c['std']:.1f}" for t, c in by_target.items()]
+            lines.append(f"{source} ({next(iter(by_target.values()))['n']} prompts): " + ", ".join(cells))
+    return "\n".join(lines) + "\n"
 
 
 def write_outputs(record: Dict[str, Any], output_dir: str) -> None:

@@ -41,6 +41,18 @@ def keep_loaded():
         _KEPT = outer
 
 
+@contextlib.contextmanager
+def not_kept():
+    """Within this block models are read without joining ``keep_loaded``'s shared set: a sweep's fine-tuned
+    models are each read once, to score them, and must not stay in memory for the rest of the sweep."""
+    global _KEPT
+    outer, _KEPT = _KEPT, None
+    try:
+        yield
+    finally:
+        _KEPT = outer
+
+
 def load_frozen(source: FrozenModel, seed: int = 0) -> Tuple[T5Config, Any]:
     """(config, params) of the frozen model; random weights (seeded) when no checkpoint is given. The
     activation dtype (ACTIVATION_DTYPE) is resolved for this platform and set on the config, whatever the

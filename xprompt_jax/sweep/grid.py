@@ -32,7 +32,9 @@ class SweepGrid:
     ``<sweep_dir>/cells/<cell id>``. ``test_split``: after each run, its result (best prompt, XPrompt's best
     ratio, a fine-tuned model) is scored on this split too, and the table reports it at the learning rate
     chosen on validation (EPT's protocol: ``ept_test``, with ``ept_train``/``ept_validation`` to train and
-    choose); None: the table reports validation.
+    choose); None: the table reports validation. ``zero_shot_tasks``: each run's result is also scored, with
+    no further training, on these tasks' ``validation`` splits (Lester et al.'s Table 1: a SQuAD prompt or
+    fine-tuned model on the MRQA out-of-domain sets), one more table column each, ``<task> -> <target>``.
     """
     sweep_dir: str
     methods: Mapping[str, Sequence[str]]
@@ -44,6 +46,7 @@ class SweepGrid:
     bindings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     axes: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
     test_split: Optional[str] = None
+    zero_shot_tasks: Sequence[str] = ()
 
     def __post_init__(self):
         if not isinstance(self.sweep_dir, str) or not self.sweep_dir:

@@ -120,6 +120,8 @@ def _run_one(cell: Cell, run_cell, say, where) -> dict:
                       **prompt_diagnostics(cell))
         if outcome.get("test") is not None:
             record.update(test=outcome["test"], test_split=outcome.get("test_split"))
+        if outcome.get("zero_shot"):
+            record["zero_shot"] = outcome["zero_shot"]
         tested = f", test {record['test']}" if "test" in record else ""
         say(f"{where}: {outcome['metric']} {record['validation']}{tested} in {record['seconds']:.0f}s")
     os.makedirs(cell.model_dir, exist_ok=True)

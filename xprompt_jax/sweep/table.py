@@ -38,14 +38,29 @@ def _choose(by_lr: Dict[Any, List[Tuple[float, Optional[float]]]]) -> Tuple[Any,
     return max(by_lr.items(), key=lambda item: statistics.mean(v for v, _ in item[1]))
 
 
+def _zero_shot_records(done: List[dict]) -> List[dict]:
+    """One record per zero-shot score, as a column ``<task> -> <target>``: its value is the target's score,
+    its learning rate chosen on the source task's validation like the source column's."""
+    out = []
+    for r in done:
+        for target, scored in (r.get("zero_shot") or {}).items():
+            point = dict(r["point"], task=f"{r['point']['task']} -> {target}")
+            out.append(dict(r, point=point, test=scored["score"], zero_shot_metric=scored["metric"]))
+    return out
+
+
 def build_table(records: List[dict]) -> Dict[str, Any]:
-    """{'tasks': [...], 'rows': [{'label', 'parameters', 'cells': {task: {...}}, 'average'}], 'failed': [...]}."""
+    """{'tasks': [...], 'rows': [{'label', 'parameters', 'cells': {task: {...}}, 'average'}], 'failed': [...]};
+    zero-shot columns (``<task> -> <target>``) follow the trained tasks' and stay out of the average."""
     done = [r for r in records if r.get("status") == "done" and r.get("validation") is not None]
     tested = bool(done) and all(r.get("test") is not None for r in done)
+    trained = list(dict.fromkeys(r["point"]["task"] for r in done))
+    done = [dict(r, test=r.get("test") if tested else None) for r in done] + _zero_shot_records(done)
     tasks = list(dict.fromkeys(r["point"]["task"] for r in done))
     groups: Dict[Tuple, Dict[Any, Dict[Any, List[Tuple[float, Optional[float]]]]]] = {}
     parameters: Dict[Tuple, List[int]] = {}
     metric: Dict[Tuple, str] = {}
+    column_metric = {r["point"]["task"]: r["zero_shot_metric"] for r in done if "zero_shot_metric" in r}
     for r in done:
         key = _row_key(r["point"])
         groups.setdefault(key, {}).setdefault(r["point"]["task"], {}).setdefault(r["point"]["learning_rate"], []).append(
@@ -58,16 +73,17 @@ def build_table(records: List[dict]) -> Dict[str, Any]:
         cells = {}
         for task, by_lr in by_task.items():
             lr, pairs = _choose(by_lr)
-            scores = [t if tested else v for v, t in pairs]
+            scores = [v if t is None else t for v, t in pairs]
             cells[task] = {"mean": statistics.mean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else None,
                            "n": len(scores), "learning_rate": lr, "scores": scores,
                            "validation_mean": statistics.mean(v for v, _ in pairs),
+                           "metric": column_metric.get(task, metric[key]),
                            "by_learning_rate": {str(k): statistics.mean(v for v, _ in p) for k, p in by_lr.items()}}
-        means = [c["mean"] for c in cells.values()]
+        means = [c["mean"] for t, c in cells.items() if t in trained]
         counts = sorted(set(parameters.get(key, [])))
         rows.append({"label": _label(key), "metric": metric[key], "parameters": counts[0] if len(counts) == 1 else counts,
-                     "cells": cells, "average": statistics.mean(means) if len(cells) == len(tasks) else None,
-                     **_diagnostics([r for r in done if _row_key(r["point"]) == key])})
+                     "cells": cells, "average": statistics.mean(means) if len(means) == len(trained) else None,
+                     **_diagnostics([r for r in done if _row_key(r["point"]) == key and "zero_shot_metric" not in r])})
     failed = [{"cell": r["cell"], "error": r.get("error")} for r in records if r.get("status") == "failed"]
     split = next((r["test_split"] for r in done if r.get("test_split")), "test") if tested else "validation"
     return {"tasks": tasks, "rows": rows, "failed": failed, "split": split, "tested": tested}
