@@ -14,16 +14,14 @@ from helpers import shared_path
 tfds = pytest.importorskip("tensorflow_datasets")
 seqio = pytest.importorskip("seqio")
 
-from tasks import ept_splits  # noqa: E402
+from tasks import ept_splits, official_files  # noqa: E402
 from tasks.glue import register_benchmarks  # noqa: E402
 from tasks.sources import TaskSource  # noqa: E402
 from tasks.specs import TASK_SPECS  # noqa: E402
 from tasks.superglue import make_task, output_features  # noqa: E402
 
-GLUE_CONFIGS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "mnli_matched", "qnli", "rte")
-GLUE_FOLDERS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B", "mnli": "MNLI",
-                "mnli_matched": "MNLI", "qnli": "QNLI", "rte": "RTE"}
-MRQA_CONFIGS = {"squad": "SQuAD", "bio_asq": "BioASQ"}
+GLUE_CONFIGS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "mnli_matched", "mnli_mismatched", "qnli", "rte")
+MRQA_CONFIGS = official_files.MRQA_FILES  # all twelve sets
 
 
 class LocalDownloads:
