@@ -12,15 +12,13 @@ names their folder. Both give the same examples (``tests/test_tasks_suite_tfds.p
 """
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 from tasks import ept_splits, official_files
-from tasks.errors import TaskDataError as DataError
 from tasks.fingerprint import record_registration
 from tasks.sources import TaskSource
 from tasks.specs import TASK_SPECS
-from tasks.superglue import add_task, gin_configurable, output_features, resolve_vocab_path
+from tasks.superglue import add_task, gin_configurable, output_features, resolve_data_dir, resolve_vocab_path
 
 
 def register_benchmarks(benchmarks, folders, *, vocab_path: Optional[str], tfds_data_dir: Optional[str],
@@ -29,10 +27,7 @@ def register_benchmarks(benchmarks, folders, *, vocab_path: Optional[str], tfds_
     features = output_features(vocab_path)
     names = []
     for benchmark in benchmarks:
-        folder = official_files.resolve_dir(benchmark, folders.get(benchmark))
-        origin = "passed as an argument" if folders.get(benchmark) else f"from ${official_files.DIR_ENVS[benchmark]}"
-        if folders.get(benchmark) and not os.path.isdir(folder):
-            raise DataError(f"{benchmark} folder {folder} (passed as an argument) does not exist")
+        folder, origin = resolve_data_dir(folders.get(benchmark), official_files.DIR_ENVS[benchmark], benchmark)
         registered = []
         for spec in TASK_SPECS.values():
             if spec.benchmark == benchmark:

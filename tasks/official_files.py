@@ -277,10 +277,3 @@ def read_paws(path: str) -> List[Row]:
         except KeyError as err:
             raise DataError(f"{path}: no column {err}; PAWS-Wiki's files have id, sentence1, sentence2, label") from None
     return rows
-
-
-def resolve_dir(benchmark: str, value: str | None) -> str | None:
-    """The benchmark's folder: the argument, else ``$XPROMPT_<BENCHMARK>_DIR``, else None (TFDS)."""
-    folder = value or os.environ.get(DIR_ENVS[benchmark])
-    return os.path.abspath(folder) if folder else None
-

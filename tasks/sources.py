@@ -168,9 +168,10 @@ class TaskSource(seqio.DataSource):
         heldout = ept_splits.heldout_split(spec.splits)
         fields = ept_splits.unit_fields(spec.config, spec.feature_names)
         if self._tfds is None:
-            num_train = len(self._local_rows("train"))
+            train = self._local_rows("train")  # read once: its size picks the plan, and it may be the source
+            num_train = len(train)
             role = ept_splits.source_role(split, num_train)
-            rows = self._local_rows("train" if role == "train" else heldout)
+            rows = train if role == "train" else self._local_rows(heldout)
             keys = [ept_splits.example_key(r, fields, self._ept_seed) for r in rows]
             _, mask = ept_splits.carve(split, num_train, keys)
             return rows_to_dataset(source_kinds(spec), [r for r, keep in zip(rows, mask) if keep])

@@ -76,7 +76,7 @@ def add_task(spec: TaskSpec, source: seqio.DataSource, features: dict) -> seqio.
     return seqio.TaskRegistry.add(spec.name, **_task_kwargs(spec, source, features))
 
 
-def _resolve_dir(value: Optional[str], env: str, what: str):
+def resolve_data_dir(value: Optional[str], env: str, what: str):
     """(folder or None, how it was chosen); an explicitly passed folder must exist."""
     if value:
         if not os.path.isdir(value):
@@ -115,8 +115,8 @@ def register_superglue(data_dir: Optional[str] = None, vocab_path: Optional[str]
       tfds_data_dir: TFDS data folder when reading TFDS (default: TFDS's own).
       ept_seed: seed of the EPT splits' carving (``tasks.ept_splits``).
     """
-    data_dir, data_origin = _resolve_dir(data_dir, files.SUPERGLUE_DIR_ENV, "SuperGLUE")
-    fewglue_dir, _ = _resolve_dir(fewglue_dir, files.FEWGLUE_DIR_ENV, "FewGLUE")
+    data_dir, data_origin = resolve_data_dir(data_dir, files.SUPERGLUE_DIR_ENV, "SuperGLUE")
+    fewglue_dir, _ = resolve_data_dir(fewglue_dir, files.FEWGLUE_DIR_ENV, "FewGLUE")
     features = output_features(vocab_path)
     names = []
     for spec in TASK_SPECS.values():

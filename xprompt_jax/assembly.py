@@ -149,6 +149,16 @@ def prompted_from_saved(config: T5Config, saved: SavedPrompt, combine: str = "pr
     return model, trainable, masks
 
 
+def prompted_or_alone(config: T5Config, saved: Optional[SavedPrompt], frozen, combine: str = "prefix",
+                      input_length: Optional[int] = None):
+    """``prompted_from_saved``, or with ``saved`` None the model alone (a fine-tuned model scored as it is):
+    ``(PromptedT5, trainable, masks)`` either way."""
+    if saved is None:
+        model = prompted_model(config, None, frozen)
+        return (model, *model.init(None))
+    return prompted_from_saved(config, saved, combine, input_length)
+
+
 # ------------------------------------------------------------------------------------------------
 # Evaluation
 # ------------------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ def score_result(cell: Cell, test_split: Optional[str], zero_shot_tasks: Sequenc
     alone: ``export/model``) under the cell's own data, model and evaluation settings, on the test split of
     its task and zero-shot on other tasks (``transfer``'s scoring: QQP's labels renamed into MRPC's ...)."""
     from xprompt_jax import assembly
+    from xprompt_jax.commands.transfer import primary_metric
     from xprompt_jax.commands.transfer import score_result as score_on
     task = cell.point()["task"]
     data = dataclasses.replace(configured.DataConfig(), eval_cache=None)
@@ -66,21 +67,18 @@ def score_result(cell: Cell, test_split: Optional[str], zero_shot_tasks: Sequenc
         if zero_shot_tasks:
             scored = score_on(task, prompt, zero_shot_tasks, dataclasses.replace(data, eval_split="validation"),
                               evaluation, config, frozen)
-            out["zero_shot"] = {t: _primary(r["metrics"], metric) for t, r in scored.items()}
+            out["zero_shot"] = {}
+            for target, result in scored.items():
+                name = primary_metric(result["metrics"], metric)
+                out["zero_shot"][target] = {"metric": name, "score": result["metrics"][name]}
     return out
-
-
-def _primary(metrics, wanted: str) -> dict:
-    """{'metric': name, 'score': value}: ``wanted`` where the target has it (else its first metric)."""
-    name = wanted if wanted in metrics else sorted(metrics)[0]
-    return {"metric": name, "score": metrics[name]}
 
 
 def sweep(dry_run: bool = False) -> int:
     grid = configured.Sweep()
+    cell_runner = functools.partial(run_cell, test_split=grid.test_split, zero_shot_tasks=tuple(grid.zero_shot_tasks))
     with keep_loaded():
-        records = runner.run_sweep(grid, functools.partial(run_cell, test_split=grid.test_split,
-                                                                 zero_shot_tasks=tuple(grid.zero_shot_tasks)), dry_run=dry_run)
+        records = runner.run_sweep(grid, cell_runner, dry_run=dry_run)
     if dry_run:  # nothing written
         print(f"\n[sweep] dry run: {sum(r.get('status') == 'pending' for r in records)} of {len(records)} cells to run")
         return 0

@@ -23,13 +23,9 @@ def evaluate(prompt_source: str,
     saved = None if prompt_source == NO_PROMPT else assembly.read_saved_prompt(prompt_source)
     split, vocabulary = assembly.open_eval_data(data)
     config, frozen = assembly.open_model(model, data.seed, vocabulary)
-    if saved is None:
-        prompted = assembly.prompted_model(config, None, frozen)
-        (trainable, masks), where = prompted.init(None), f"{model.checkpoint} (no prompt)"
-    else:
-        prompted, trainable, masks = assembly.prompted_from_saved(config, saved, combine,
-                                                                  assembly.cached_input_length(split))
-        where = saved.where
+    prompted, trainable, masks = assembly.prompted_or_alone(config, saved, frozen, combine,
+                                                            assembly.cached_input_length(split))
+    where = saved.where if saved else f"{model.checkpoint} (no prompt)"
     metrics = assembly.evaluator_for(prompted, split, vocabulary, data, evaluation)(trainable, frozen, masks)
     logger.info(f"[evaluate] {where} on {split.meta.get('task')}:{split.meta.get('split')}: "
                 + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))

@@ -9,7 +9,8 @@ command, in one process on one loaded frozen model:
 
 ``PROMPTS`` maps each prompt's own task to its source (a ``.npy``, a PEFT adapter, a MODEL_DIR or an XPrompt
 export); several prompts of one task (seeds) are told apart by a tag, ``task#seed1``, and ``by_task`` in
-``transfer.json`` gives each task's prompts' mean +- sample stddev on each target (Lester et al.'s Table 1); ``TASKS`` (default: the same tasks) are the targets, each scored by its own metrics on its
+``transfer.json`` gives each task's prompts' mean +- sample stddev on each target (Lester et al.'s
+Table 1); ``TASKS`` (default: the same tasks) are the targets, each scored by its own metrics on its
 evaluation split. How a prompt answers a target (the ``how`` matrix):
 - ``rank``: the tasks share their label strings, or the target has a label space the prompt's task does not
   (scored over the target's labels);
@@ -84,7 +85,8 @@ def _score_target(target: str, saved: Mapping[str, Optional[assembly.SavedPrompt
         how = how_scored(task_info(source).label_names if source != target else target_info.label_names,
                          target_info.label_names, mapping)
         if how == "mapped" or prompt is None:
-            model, trainable, masks = _single(config, prompt, combine, frozen, split)
+            model, trainable, masks = assembly.prompted_or_alone(config, prompt, frozen, combine,
+                                                                 assembly.cached_input_length(split))
             evaluator = assembly.evaluator_for(model, split, vocabulary, data,
                                                dataclasses.replace(evaluation, mode=_mode(how)))
             if how == "mapped":
@@ -122,14 +124,6 @@ def _mode(how: str) -> str:
     return "decode" if how == "decode" else "rank"
 
 
-def _single(config, prompt: Optional[assembly.SavedPrompt], combine: str, frozen, split):
-    """(model, trainable, masks) of one saved prompt, or of the model alone (``prompt`` None)."""
-    if prompt is None:
-        model = assembly.prompted_model(config, None, frozen)
-        return (model, *model.init(None))
-    return assembly.prompted_from_saved(config, prompt, combine, assembly.cached_input_length(split))
-
-
 def score_result(source: str, prompt: Optional[assembly.SavedPrompt], targets: Sequence[str], data: DataConfig,
                  evaluation: EvalConfig, config, frozen, combine: str = "prefix") -> Dict[str, Dict[str, Any]]:
     """{target: {'metrics', 'how'}}: one tuned result (a prompt, or with None the fine-tuned model ``frozen``)
@@ -164,12 +158,13 @@ def transfer(prompts: Mapping[str, str],
     return record
 
 
-def _primary(metrics: Mapping[str, float], wanted: str) -> str:
+def primary_metric(metrics: Mapping[str, float], wanted: str) -> str:
+    """``wanted`` where the task reports it, else the task's first metric by name (SQuAD: em)."""
     return wanted if wanted in metrics else sorted(metrics)[0]
 
 
 def _matrices(names, targets, results, wanted_metric, prompt_values) -> Dict[str, Any]:
-    metric = {t: _primary(results[t][names[0]]["metrics"], wanted_metric) for t in targets}
+    metric = {t: primary_metric(results[t][names[0]]["metrics"], wanted_metric) for t in targets}
     scores = [[results[t][p]["metrics"][metric[t]] for t in targets] for p in names]
     own = {}  # the target's own prompts' mean score (several with tagged names, task#seed)
     for t in targets:
